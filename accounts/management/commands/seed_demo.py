@@ -1,0 +1,91 @@
+from __future__ import annotations
+
+from typing import Any
+
+from allauth.account.models import EmailAddress
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import transaction
+
+from accounts.models import DataSubject, User
+from accounts.roles import AGENT, AUDITOR, DPO
+from accounts.services import subject_create, subject_find
+from core.audit import SYSTEM
+
+DEMO_PASSWORD = "quanyi-demo-2026"  # noqa: S105 - printed for the local demo; refused when DEBUG is off
+
+
+STAFF = [
+    ("agent@demo.quanyi.cn", "隐私专员 Agent", AGENT, False),
+    ("dpo@demo.quanyi.cn", "数据保护官 DPO", DPO, False),
+    ("auditor@demo.quanyi.cn", "审计员 Auditor", AUDITOR, False),
+    ("admin@demo.quanyi.cn", "Administrator", None, True),
+]
+
+
+class Command(BaseCommand):
+    help = "Load demo people (idempotent): a subject with an account, a patient without one, and staff."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--password", default=DEMO_PASSWORD, help="password for new demo logins")
+        parser.add_argument(
+            "--allow-production",
+            action="store_true",
+            help="seed even though DEBUG is off (never in real use)",
+        )
+
+    @transaction.atomic
+    def handle(self, *args: Any, **options: Any) -> None:
+        if not settings.DEBUG and not options["allow_production"]:
+            raise CommandError("seed_demo creates logins with a known password; it runs only with DEBUG on.")
+        password = options["password"]
+        logins: list[tuple[str, str]] = []
+
+        user = self._user("subject@demo.quanyi.cn", "张三 Zhang San", password)
+        if not DataSubject.objects.filter(user=user).exists():
+            subject_create(
+                actor=SYSTEM,
+                user=user,
+                email=user.email,
+                full_name="张三",
+                phone="13800138000",
+                id_number="110101199003071234",
+                birth_date="1990-03-07",
+            )
+        logins.append((user.email, "data subject with an account: the portal at /"))
+
+        if subject_find(email="patient@demo.quanyi.cn") is None:
+            subject_create(
+                actor=SYSTEM,
+                kind=DataSubject.Kind.PATIENT,
+                email="patient@demo.quanyi.cn",
+                full_name="李四",
+                phone="13900139000",
+                id_number="420102198507153456",
+                birth_date="1985-07-15",
+            )
+        logins.append(("patient@demo.quanyi.cn", "patient without an account (no login; use public forms)"))
+
+        for email, name, role, superuser in STAFF:
+            staff = self._user(email, name, password, staff=True, superuser=superuser)
+            if role:
+                staff.groups.add(Group.objects.get(name=role))
+            logins.append((email, f"staff: {role or 'superuser'} in /admin/"))
+
+        self.stdout.write(self.style.SUCCESS(f"Demo data ready. Logins (password for new ones: {password}):"))
+        for email, what in logins:
+            self.stdout.write(f"  {email:<28} {what}")
+
+    def _user(
+        self, email: str, name: str, password: str, *, staff: bool = False, superuser: bool = False
+    ) -> User:
+        user = User.objects.filter(email=email).first()
+        if user is None:
+            user = User.objects.create_user(
+                email=email, password=password, display_name=name, is_staff=staff, is_superuser=superuser
+            )
+        EmailAddress.objects.update_or_create(
+            user=user, email=email, defaults={"verified": True, "primary": True}
+        )
+        return user

@@ -1,0 +1,54 @@
+"""Staff roles, as Django groups. A migration creates them; later migrations call
+`roles_sync` again when an app adds permissions. The README lists this table."""
+
+from __future__ import annotations
+
+from typing import Any
+
+AGENT, DPO, AUDITOR = "agent", "dpo", "auditor"
+
+_READ = [
+    "accounts.view_datasubject",
+    "core.view_auditentry",
+]
+
+ROLES: dict[str, list[str]] = {
+    # Privacy agents work requests: they read subjects (masked) and the audit trail.
+    AGENT: [*_READ],
+    # The data-protection officer: everything an agent can, plus unmasked data, accounts,
+    # editing subjects and watching the machinery.
+    DPO: [
+        *_READ,
+        "accounts.view_sensitive",
+        "accounts.change_datasubject",
+        "accounts.view_user",
+        "core.view_jobstate",
+        "core.view_outboxmessage",
+    ],
+    # Auditors read everything and change nothing.
+    AUDITOR: [
+        *_READ,
+        "accounts.view_user",
+        "core.view_jobstate",
+        "core.view_outboxmessage",
+    ],
+}
+
+
+def roles_sync(apps: Any) -> dict[str, list[str]]:
+    """Make each group hold exactly its listed permissions. Returns what was missing."""
+    Group = apps.get_model("auth", "Group")
+    Permission = apps.get_model("auth", "Permission")
+    missing: dict[str, list[str]] = {}
+    for name, perms in ROLES.items():
+        group, _ = Group.objects.get_or_create(name=name)
+        found = []
+        for dotted in perms:
+            app_label, codename = dotted.split(".", 1)
+            perm = Permission.objects.filter(content_type__app_label=app_label, codename=codename).first()
+            if perm is None:
+                missing.setdefault(name, []).append(dotted)
+            else:
+                found.append(perm)
+        group.permissions.set(found)
+    return missing

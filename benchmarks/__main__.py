@@ -1,0 +1,46 @@
+"""`python -m benchmarks [name ...]`: run every bench_*.py module on throw-away test databases,
+print one table and write benchmarks/results.json."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import pkgutil
+import sys
+from pathlib import Path
+
+import django
+
+HERE = Path(__file__).resolve().parent
+
+
+def main(argv: list[str]) -> int:
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    django.setup()
+    from django.conf import settings
+    from django.test.utils import get_runner
+
+    runner = get_runner(settings)(verbosity=0, interactive=False)
+    old = runner.setup_databases()
+    results: list[dict[str, object]] = []
+    try:
+        names = [m.name for m in pkgutil.iter_modules([str(HERE)]) if m.name.startswith("bench_")]
+        for name in sorted(names):
+            if argv and name.removeprefix("bench_") not in argv and name not in argv:
+                continue
+            module = importlib.import_module(f"benchmarks.{name}")
+            for row in module.run():
+                results.append(row)
+                print(
+                    f"{row['name']:<44} ours {row['ours']:>12}  baseline {row['baseline']:>12}  "
+                    f"ratio {row['ratio']:>6.2f}  target {row['target']}  {'OK' if row['ok'] else 'MISS'}"
+                )
+    finally:
+        runner.teardown_databases(old)
+    (HERE / "results.json").write_text(json.dumps(results, indent=2, ensure_ascii=False))
+    return 0 if all(r["ok"] for r in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,27 @@
+from __future__ import annotations
+
+
+def mask_email(value: str | None) -> str:
+    if not value or "@" not in value:
+        return "—"
+    local, domain = value.split("@", 1)
+    return f"{local[:1]}***@{domain}"
+
+
+def mask_phone(value: str | None) -> str:
+    digits = "".join(ch for ch in value or "" if ch.isdigit())
+    if len(digits) < 7:
+        return "—" if not digits else "***"
+    return f"{digits[:3]}****{digits[-4:]}"
+
+
+def mask_name(value: str | None) -> str:
+    if not value:
+        return "—"
+    return value[0] + "*" * max(1, len(value) - 1)
+
+
+def mask_id_number(value: str | None) -> str:
+    if not value:
+        return "—"
+    return f"{value[:3]}{'*' * max(1, len(value) - 7)}{value[-4:]}" if len(value) > 7 else "***"

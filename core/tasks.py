@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import logging
+import socket
+from datetime import timedelta
+
+from celery import shared_task
+from django.utils import timezone
+
+from core import services
+from core.audit import audit_verify
+from core.jobs import singleton_job
+from core.models import Heartbeat
+from core.outbox import OutboxTask
+from core.outbox import outbox_relay as _outbox_relay
+
+log = logging.getLogger(__name__)
+
+
+@shared_task(base=OutboxTask, name="core.tasks.heartbeat", time_limit=30)
+def heartbeat(source: str = "worker") -> str:
+    """Proof of life: a worker consumed the queue. Idempotent (an upsert)."""
+    Heartbeat.objects.update_or_create(
+        source=source, defaults={"at": timezone.now(), "hostname": socket.gethostname()}
+    )
+    log.info("heartbeat: %s", source)
+    return source
+
+
+@shared_task(name="core.tasks.outbox_relay", time_limit=120)
+@singleton_job("outbox-relay", every=timedelta(seconds=60))
+def outbox_relay() -> int:
+    sent = _outbox_relay()
+    if sent:
+        log.info("outbox relay: re-published %d message(s)", sent)
+    return sent
+
+
+@shared_task(name="core.tasks.verify_audit_chain", time_limit=3600)
+@singleton_job("verify-audit", every=timedelta(hours=24))
+def verify_audit_chain() -> str:
+    report = audit_verify()
+    if not report.ok:
+        services.alert_dpo(
+            subject="Audit chain broken",
+            body=f"The audit chain is broken at entry #{report.first_bad_seq}: {report.reason}. "
+            "Run `python manage.py verify_audit` and investigate.",
+        )
+        log.error("audit chain broken at #%s: %s", report.first_bad_seq, report.reason)
+    return f"ok={report.ok} checked={report.checked}"

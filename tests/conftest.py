@@ -1,0 +1,157 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.conf import settings
+from django.core.cache import cache
+from django.db import connections
+
+from config.celery import app as celery_app
+from core import crypto
+
+ROOT = Path(__file__).resolve().parent.parent
+ALL = "__all__"
+
+# Each test session publishes to a queue of its own, so a `make run` worker (or another
+# session) on the same broker never consumes the tests' messages.
+TEST_QUEUE = os.environ.get("CELERY_TASK_DEFAULT_QUEUE") or f"quanyi-test-{uuid.uuid4().hex[:8]}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    settings.CELERY_TASK_DEFAULT_QUEUE = TEST_QUEUE
+    celery_app.conf.task_default_queue = TEST_QUEUE
+    celery_app.conf.task_default_routing_key = TEST_QUEUE
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches(request: pytest.FixtureRequest) -> Iterator[None]:
+    # Rate-limit counters live in the shared cache; a test starts with none. (The database
+    # cache is reachable only in tests that use the database.)
+    if request.node.get_closest_marker("django_db"):
+        request.getfixturevalue("_django_db_helper")
+        cache.clear()
+    crypto.clear_key_cache()
+    yield
+    crypto.clear_key_cache()
+
+
+def database_url(alias: str) -> str:
+    """The URL of the *test* database behind an alias, for subprocesses (worker, commands)."""
+    s = connections[alias].settings_dict
+    if s["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{s['NAME']}"
+    auth = s.get("USER") or ""
+    if s.get("PASSWORD"):
+        auth += f":{s['PASSWORD']}"
+    host = f"{auth}@" if auth else ""
+    return f"postgres://{host}{s.get('HOST') or '127.0.0.1'}:{s.get('PORT') or 5432}/{s['NAME']}"
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PYTEST_") and k != "DJANGO_ALLOW_ASYNC_UNSAFE"
+    }
+    env.update(
+        DEBUG="true",
+        DATABASE_URL=database_url("default"),
+        KEYSTORE_DATABASE_URL=database_url("keystore"),
+        CELERY_TASK_DEFAULT_QUEUE=TEST_QUEUE,
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(extra)
+    return env
+
+
+def manage(
+    *args: str, env: dict[str, str] | None = None, timeout: int = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env if env is not None else subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float = 30.0, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+class Worker:
+    def __init__(self, log_path: Path) -> None:
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "config",
+                "worker",
+                "--pool=solo",
+                "--concurrency=1",
+                "--loglevel=INFO",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                f"--queues={TEST_QUEUE}",
+                f"--hostname=test-{uuid.uuid4().hex[:6]}@%h",
+            ],
+            cwd=ROOT,
+            env=subprocess_env(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        wait_for(lambda: b" ready." in self.log_path.read_bytes() or self._died(), timeout=60)
+        if self._died():
+            raise RuntimeError(f"Celery worker failed to start:\n{self.log()}")
+
+    def _died(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(
+    django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Worker]:
+    """A real Celery worker process on the configured broker, using the test databases."""
+    worker = Worker(tmp_path_factory.mktemp("celery") / "worker.log")
+    worker.start()
+    yield worker
+    worker.stop()

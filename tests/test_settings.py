@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from core.crypto import generate_master_key
+from tests.conftest import ROOT
+
+PROD = {
+    "DEBUG": "false",
+    "SECRET_KEY": "k" * 20 + "-Zq8w3Lx0Pv7Rt2Yn5Mb9Kc4Hj6Gf1Ds3Ae7Wu0Io2",
+    "QUANYI_MASTER_KEYS": generate_master_key(),
+    "QUANYI_BLIND_INDEX_KEY": "blind-index-key-for-the-test-0123456789",
+    "ALLOWED_HOSTS": "privacy.example.cn",
+    "DATABASE_URL": "sqlite:////tmp/quanyi-settings-test.sqlite3",
+    "KEYSTORE_DATABASE_URL": "sqlite:////tmp/quanyi-settings-test-keys.sqlite3",
+}
+
+
+def _manage(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in PROD and not k.endswith("_URL") and k != "DJANGO_ALLOW_ASYNC_UNSAFE"
+    }
+    base.update(env)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=base,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_check_deploy_is_clean_under_production_settings() -> None:
+    result = _manage("check", "--deploy", "--fail-level", "WARNING", **PROD)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+@pytest.mark.parametrize("missing", ["SECRET_KEY", "QUANYI_MASTER_KEYS", "QUANYI_BLIND_INDEX_KEY"])
+def test_a_missing_secret_stops_start_up_naming_the_variable(missing: str) -> None:
+    env = {k: v for k, v in PROD.items() if k != missing}
+
+    result = _manage("check", **env)
+
+    assert result.returncode == 2
+    assert missing in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("DATABASE_URL", "mysql://root@localhost/quanyi"),
+        ("DATABASE_URL", "postgres://"),
+        ("DATABASE_URL", "nonsense"),
+        ("KEYSTORE_DATABASE_URL", "ftp://example.cn/keys"),
+        ("CACHE_URL", "nosuchcache://x"),
+    ],
+)
+def test_a_malformed_url_stops_start_up_naming_the_variable(variable: str, value: str) -> None:
+    result = _manage("check", **{**PROD, variable: value})
+
+    assert result.returncode == 2
+    assert variable in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_malformed_master_key_stops_start_up() -> None:
+    result = _manage("rotate_master_key", **{**PROD, "QUANYI_MASTER_KEYS": "short"})
+
+    assert result.returncode == 2
+    assert "QUANYI_MASTER_KEYS" in result.stderr
+
+
+def test_development_defaults_need_no_configuration() -> None:
+    result = _manage("check", DEBUG="true", QUANYI_VAR_DIR=str(ROOT / "var" / "check"))
+    assert result.returncode == 0, result.stderr

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+
+from tests.conftest import ALL
+
+pytestmark = pytest.mark.django_db(databases=ALL)
+
+
+def test_pages_carry_a_strict_content_security_policy(client: Client) -> None:
+    response = client.get("/accounts/login/")
+    csp = response["Content-Security-Policy"]
+    assert "script-src 'self'" in csp
+    assert "unsafe-inline" not in csp
+    assert response["X-Frame-Options"] == "DENY"
+    assert response["X-Content-Type-Options"] == "nosniff"
+
+
+def test_the_login_page_is_chinese_first_and_switches_to_english(client: Client) -> None:
+    zh = client.get("/accounts/login/")
+    assert '<html lang="zh-hans">' in zh.content.decode()
+
+    switched = client.post("/i18n/setlang/", {"language": "en", "next": "/accounts/login/"})
+    assert switched.status_code == 302
+    en = client.get("/accounts/login/")
+    assert '<html lang="en">' in en.content.decode()
+
+
+def test_healthz_reports_both_databases(client: Client) -> None:
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    assert response.json()["checks"]["default"] == "ok"
+    assert response.json()["checks"]["keystore"] == "ok"
+
+
+def test_api_schema_and_docs_are_served_without_a_cdn(client: Client) -> None:
+    schema = client.get("/api/schema/")
+    docs = client.get("/api/docs/")
+    assert schema.status_code == 200
+    assert b"openapi" in schema.content
+    assert docs.status_code == 200
+    assert b"cdn" not in docs.content.lower()
