@@ -17,7 +17,7 @@ from core.outbox import outbox_relay as _outbox_relay
 log = logging.getLogger(__name__)
 
 
-@shared_task(base=OutboxTask, name="core.tasks.heartbeat", time_limit=30)
+@shared_task(base=OutboxTask, name="core.tasks.heartbeat", time_limit=30, soft_time_limit=25)
 def heartbeat(source: str = "worker") -> str:
     """Proof of life: a worker consumed the queue. Idempotent (an upsert)."""
     Heartbeat.objects.update_or_create(
@@ -27,7 +27,7 @@ def heartbeat(source: str = "worker") -> str:
     return source
 
 
-@shared_task(name="core.tasks.outbox_relay", time_limit=120)
+@shared_task(name="core.tasks.outbox_relay", time_limit=120, soft_time_limit=110)
 @singleton_job("outbox-relay", every=timedelta(seconds=60))
 def outbox_relay() -> int:
     sent = _outbox_relay()
@@ -36,7 +36,7 @@ def outbox_relay() -> int:
     return sent
 
 
-@shared_task(name="core.tasks.verify_audit_chain", time_limit=3600)
+@shared_task(name="core.tasks.verify_audit_chain", time_limit=3600, soft_time_limit=3500)
 @singleton_job("verify-audit", every=timedelta(hours=24))
 def verify_audit_chain() -> str:
     report = audit_verify()

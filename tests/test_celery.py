@@ -67,6 +67,21 @@ def test_work_whose_message_was_lost_is_found_again_by_the_relay(celery_worker: 
     wait_for(lambda: OutboxMessage.objects.filter(completed_at__isnull=False).count() == 2)
 
 
+@pytest.mark.worker
+@pytest.mark.django_db(transaction=True, databases=ALL)
+def test_every_scheduled_job_is_published_as_beat_does_and_runs_on_the_worker(celery_worker: Worker) -> None:
+    for entry in app.conf.beat_schedule.values():
+        # Beat calls apply_async on the registered task with its own options.
+        app.tasks[entry["task"]].apply_async(**entry.get("options", {}))
+
+    wait_for(lambda: Heartbeat.objects.filter(source="worker").exists(), timeout=60)
+    wait_for(
+        lambda: set(JobState.objects.filter(last_status="ok").values_list("name", flat=True))
+        >= {"outbox-relay", "verify-audit"},
+        timeout=60,
+    )
+
+
 @pytest.mark.django_db(databases=ALL)
 def test_a_second_beat_firing_the_same_job_does_no_double_work() -> None:
     first = tasks.outbox_relay.run()
