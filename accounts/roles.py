@@ -10,15 +10,30 @@ AGENT, DPO, AUDITOR = "agent", "dpo", "auditor"
 _READ = [
     "accounts.view_datasubject",
     "core.view_auditentry",
+    "dsar.view_datasubjectrequest",
+    "dsar.view_requestmessage",
+    "dsar.view_calendarday",
+    "dsar.view_calendaryear",
+]
+_WORK = [
+    "dsar.work_request",
+    "dsar.view_verification",
+    "dsar.view_verificationdocument",
 ]
 
 ROLES: dict[str, list[str]] = {
-    # Privacy agents work requests: they read subjects (masked) and the audit trail.
-    AGENT: [*_READ],
-    # The data-protection officer: everything an agent can, plus unmasked data, accounts,
-    # editing subjects and watching the machinery.
+    # Privacy agents work requests (verify, ask, start, answer, refuse, assign to themselves);
+    # they read subjects masked, and the audit trail.
+    AGENT: [*_READ, *_WORK],
+    # The data-protection officer: everything an agent can, plus reassigning, editing the
+    # working-day calendar, unmasked data, accounts, editing subjects and the machinery.
     DPO: [
         *_READ,
+        *_WORK,
+        "dsar.reassign_request",
+        "dsar.add_calendarday",
+        "dsar.change_calendarday",
+        "dsar.delete_calendarday",
         "accounts.view_sensitive",
         "accounts.change_datasubject",
         "accounts.view_user",

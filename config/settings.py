@@ -299,6 +299,8 @@ CELERY_BEAT_SCHEDULE = {
     # Every minute: re-send outbox messages that were never published or never finished
     # (a crash right after commit, a broker outage). The database is the source of truth.
     "outbox-relay": {"task": "core.tasks.outbox_relay", "schedule": 60.0},
+    # Every 15 minutes: reminders at 5, 2 and 1 working days left and when overdue (each once).
+    "dsar-reminders": {"task": "dsar.tasks.reminders_sweep", "schedule": 15 * 60.0},
     # Nightly: verify the audit hash chain end to end.
     "verify-audit": {"task": "core.tasks.verify_audit_chain", "schedule": 24 * 3600.0},
 }

@@ -14,6 +14,8 @@ admin.site.site_title = "Quanyi"
 
 urlpatterns = [
     path("", include("accounts.urls")),
+    path("requests/", include("dsar.urls")),
+    path("api/v1/", include("dsar.api_urls")),
     path("accounts/", include("allauth.urls")),
     path("_allauth/", include("allauth.headless.urls")),
     path("i18n/", include("django.conf.urls.i18n")),

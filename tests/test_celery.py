@@ -22,7 +22,7 @@ def test_celery_is_configured_for_safe_delivery() -> None:
     assert conf.task_reject_on_worker_lost is True
     assert conf.task_time_limit and conf.task_soft_time_limit
     assert conf.task_always_eager is False
-    assert {"heartbeat", "outbox-relay", "verify-audit"} <= set(conf.beat_schedule)
+    assert {"heartbeat", "outbox-relay", "verify-audit", "dsar-reminders"} <= set(conf.beat_schedule)
 
 
 @pytest.mark.worker
@@ -70,14 +70,17 @@ def test_work_whose_message_was_lost_is_found_again_by_the_relay(celery_worker: 
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True, databases=ALL)
 def test_every_scheduled_job_is_published_as_beat_does_and_runs_on_the_worker(celery_worker: Worker) -> None:
+    app.loader.import_default_modules()  # what a worker or beat does at start: autodiscovery
     for entry in app.conf.beat_schedule.values():
         # Beat calls apply_async on the registered task with its own options.
         app.tasks[entry["task"]].apply_async(**entry.get("options", {}))
 
     wait_for(lambda: Heartbeat.objects.filter(source="worker").exists(), timeout=60)
     wait_for(
-        lambda: set(JobState.objects.filter(last_status="ok").values_list("name", flat=True))
-        >= {"outbox-relay", "verify-audit"},
+        lambda: (
+            set(JobState.objects.filter(last_status="ok").values_list("name", flat=True))
+            >= {"outbox-relay", "verify-audit"}
+        ),
         timeout=60,
     )
 

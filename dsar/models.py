@@ -1,0 +1,300 @@
+from __future__ import annotations
+
+from typing import ClassVar
+
+from django.conf import settings
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from accounts.models import DataSubject
+from core.fields import BlindIndexField, EncryptedTextField
+
+# --- The working-day calendar ----------------------------------------------------------------
+
+
+class CalendarYear(models.Model):
+    """A year whose official schedule is loaded. Years without a row are counted Monday to
+    Friday and every deadline that touches them is provisional."""
+
+    year = models.PositiveSmallIntegerField(primary_key=True)
+    source = models.CharField(_("source"), max_length=100)
+    loaded_at = models.DateTimeField(_("loaded at"), auto_now=True)
+
+    class Meta:
+        ordering = ["-year"]
+        verbose_name = _("calendar year")
+        verbose_name_plural = _("calendar years")
+
+    def __str__(self) -> str:
+        return str(self.year)
+
+
+class CalendarDay(models.Model):
+    """An exception to Monday–Friday: a public holiday, or an adjusted working day (调休)."""
+
+    class Kind(models.TextChoices):
+        HOLIDAY = "holiday", _("public holiday")
+        WORKDAY = "workday", _("adjusted working day")
+
+    date = models.DateField(_("date"), primary_key=True)
+    kind = models.CharField(_("kind"), max_length=8, choices=Kind.choices)
+    name = models.CharField(_("name"), max_length=100)
+
+    class Meta:
+        ordering = ["date"]
+        verbose_name = _("calendar day")
+        verbose_name_plural = _("calendar days")
+
+    def __str__(self) -> str:
+        return f"{self.date} {self.get_kind_display()}"
+
+
+# --- Requests -------------------------------------------------------------------------------
+
+
+class RequestType(models.TextChoices):
+    ACCESS = "access", _("Access (查阅)")
+    COPY = "copy", _("Copy (复制)")
+    PORTABILITY = "portability", _("Portability (转移)")
+    CORRECTION = "correction", _("Correction or completion (更正/补充)")
+    DELETION = "deletion", _("Deletion (删除)")
+    CONSENT_WITHDRAWAL = "consent_withdrawal", _("Change the scope of consent (改变授权同意的范围)")
+    RESTRICTION = "restriction", _("Restrict or object to processing (限制或拒绝处理)")
+    CANCELLATION = "cancellation", _("Cancel the account (注销账户)")
+    EXPLANATION = "explanation", _("Explain processing rules or automated decisions (解释说明)")
+
+
+class Status(models.TextChoices):
+    SUBMITTED = "submitted", _("submitted")
+    AWAITING_VERIFICATION = "awaiting_verification", _("awaiting identity verification")
+    INFO_REQUESTED = "info_requested", _("more information needed")
+    VERIFIED = "verified", _("identity verified")
+    IN_PROGRESS = "in_progress", _("in progress")
+    COMPLETED = "completed", _("completed")
+    REFUSED = "refused", _("refused")
+    WITHDRAWN = "withdrawn", _("withdrawn")
+
+
+OPEN_STATUSES = (
+    Status.SUBMITTED,
+    Status.AWAITING_VERIFICATION,
+    Status.INFO_REQUESTED,
+    Status.VERIFIED,
+    Status.IN_PROGRESS,
+)
+CLOSED_STATUSES = (Status.COMPLETED, Status.REFUSED, Status.WITHDRAWN)
+CLOCK_RUNNING = (Status.VERIFIED, Status.IN_PROGRESS)
+
+
+class OnBehalf(models.TextChoices):
+    SELF = "self", _("myself")
+    GUARDIAN = "guardian", _("a child under 14 in my guardianship")
+    RELATIVE = "relative", _("a deceased close relative (PIPL Art. 49)")
+    AGENT = "agent", _("someone who authorised me")
+
+
+class RefusalGround(models.TextChoices):
+    # Seed 000 §4.7 (1)–(6), and identity that could not be verified.
+    NATIONAL_SECURITY = (
+        "national_security",
+        _("(1) directly related to national security or national defence"),
+    )
+    PUBLIC_INTEREST = (
+        "public_interest",
+        _("(2) directly related to public safety, public health or major public interests"),
+    )
+    CRIMINAL_PROCEEDINGS = (
+        "criminal_proceedings",
+        _("(3) directly related to criminal investigation, prosecution, trial or enforcement of judgments"),
+    )
+    ABUSE = "abuse", _("(4) sufficient evidence of subjective malice or abuse of rights")
+    HARM_TO_OTHERS = (
+        "harm_to_others",
+        _("(5) responding would seriously harm the lawful rights of you or other persons or organisations"),
+    )
+    TRADE_SECRET = "trade_secret", _("(6) involves trade secrets")
+    IDENTITY_UNVERIFIED = "identity_unverified", _("your identity could not be verified")
+
+
+class VerificationMethod(models.TextChoices):
+    REAUTHENTICATION = "reauthentication", _("signed in and recently reauthenticated")
+    EMAIL_CODE = "email_code", _("e-mail code")
+    DOCUMENTS = "documents", _("identity documents checked by staff")
+    STAFF = "staff", _("verified by staff by other means")
+
+
+class DataSubjectRequest(models.Model):
+    reference = models.CharField(_("reference"), max_length=20, unique=True)
+    type = models.CharField(_("type"), max_length=24, choices=RequestType.choices)
+    status = models.CharField(_("status"), max_length=24, choices=Status.choices, default=Status.SUBMITTED)
+    subject = models.ForeignKey(DataSubject, on_delete=models.PROTECT, related_name="requests")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="dsar_requests",
+        help_text=_("the account that submitted it, if any"),
+    )
+    on_behalf = models.CharField(
+        _("on behalf of"), max_length=12, choices=OnBehalf.choices, default=OnBehalf.SELF
+    )
+    requester_name = EncryptedTextField(_("requester name"))
+    requester_email = EncryptedTextField(_("requester e-mail"))
+    requester_email_index = BlindIndexField(source="requester_email", kind="email")
+    requester_phone = EncryptedTextField(_("requester phone"))
+    requester_phone_index = BlindIndexField(source="requester_phone", kind="phone")
+    relationship = models.CharField(_("relationship to the subject"), max_length=100, blank=True)
+    details = EncryptedTextField(_("what the request is about"))
+    language = models.CharField(
+        _("language"), max_length=10, choices=settings.LANGUAGES, default=settings.LANGUAGE_CODE
+    )
+
+    submitted_at = models.DateTimeField(_("submitted at"), auto_now_add=True)
+    contact_verified_at = models.DateTimeField(
+        _("e-mail confirmed at"),
+        null=True,
+        blank=True,
+        help_text=_("the requester entered the e-mailed code"),
+    )
+    verified_at = models.DateTimeField(_("verified at"), null=True, blank=True)
+    verified_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    verification_method = models.CharField(max_length=20, choices=VerificationMethod.choices, blank=True)
+    due_date = models.DateField(_("due date"), null=True, blank=True)
+    due_at = models.DateTimeField(_("due at"), null=True, blank=True)
+    deadline_provisional = models.BooleanField(_("provisional deadline"), default=False)
+    deadline_missing_year = models.PositiveSmallIntegerField(null=True, blank=True)
+
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="assigned_requests",
+        verbose_name=_("assignee"),
+    )
+    started_at = models.DateTimeField(null=True, blank=True)
+    closed_at = models.DateTimeField(_("closed at"), null=True, blank=True)
+    answer = EncryptedTextField(_("answer to the requester"))
+    refusal_ground = models.CharField(
+        _("refusal ground"), max_length=24, choices=RefusalGround.choices, blank=True
+    )
+    refusal_explanation = EncryptedTextField(_("explanation of the refusal"))
+
+    class Meta:
+        verbose_name = _("data-subject request")
+        verbose_name_plural = _("data-subject requests")
+        permissions: ClassVar = [
+            ("work_request", _("Can work requests: verify, ask, start, answer, refuse")),
+            ("reassign_request", _("Can assign requests to any agent")),
+        ]
+        indexes = [
+            models.Index(fields=["status", "due_at"], name="dsar_status_due"),
+            models.Index(fields=["due_at", "id"], name="dsar_due"),
+            models.Index(fields=["assignee", "status"], name="dsar_assignee_status"),
+            models.Index(fields=["subject", "submitted_at"], name="dsar_subject"),
+            models.Index(
+                fields=["deadline_provisional"],
+                name="dsar_provisional",
+                condition=models.Q(deadline_provisional=True),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.reference
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in OPEN_STATUSES
+
+
+class RequestCounter(models.Model):
+    """Per-year sequence behind reference numbers (DSR-2026-000123): incremented under a row
+    lock, never reused."""
+
+    year = models.PositiveSmallIntegerField(primary_key=True)
+    last = models.PositiveIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"{self.year}: {self.last}"
+
+
+class RequestMessage(models.Model):
+    """A message on a request: from the requester, to the requester, or an internal note."""
+
+    class Kind(models.TextChoices):
+        FROM_REQUESTER = "from_requester", _("from the requester")
+        TO_REQUESTER = "to_requester", _("to the requester")
+        INTERNAL = "internal", _("internal note")
+
+    request = models.ForeignKey(DataSubjectRequest, on_delete=models.CASCADE, related_name="messages")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    body = EncryptedTextField(_("message"), key_from="request.subject.key_id")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.request_id}:{self.kind}"
+
+
+class VerificationDocument(models.Model):
+    """Proof of identity or of authority to act for someone. The content is encrypted under
+    the subject's key; only roles with `view_verification` may open it, and each view is
+    audited."""
+
+    request = models.ForeignKey(DataSubjectRequest, on_delete=models.CASCADE, related_name="documents")
+    filename = EncryptedTextField(key_from="request.subject.key_id")
+    content_type = models.CharField(max_length=40)
+    size = models.PositiveIntegerField()
+    sha256 = models.CharField(max_length=64)
+    content = EncryptedTextField(key_from="request.subject.key_id")  # base64 of the file
+    uploaded_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        permissions: ClassVar = [("view_verification", _("Can open identity verification documents"))]
+        verbose_name = _("verification document")
+
+    def __str__(self) -> str:
+        return f"document {self.pk} of {self.request_id}"
+
+
+class EmailChallenge(models.Model):
+    """A 6-digit code e-mailed to prove control of an address. Only its keyed hash is kept."""
+
+    request = models.ForeignKey(DataSubjectRequest, on_delete=models.CASCADE, related_name="challenges")
+    code_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    attempts = models.PositiveSmallIntegerField(default=0)
+    used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"challenge {self.pk}"
+
+
+class Reminder(models.Model):
+    """One row per request and threshold: the unique constraint is what makes a reminder go out
+    once, however often (or however concurrently) the sweep runs."""
+
+    class Threshold(models.TextChoices):
+        FIVE = "5", _("5 working days left")
+        TWO = "2", _("2 working days left")
+        ONE = "1", _("1 working day left")
+        OVERDUE = "overdue", _("overdue")
+
+    request = models.ForeignKey(DataSubjectRequest, on_delete=models.CASCADE, related_name="reminders")
+    threshold = models.CharField(max_length=8, choices=Threshold.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["request", "threshold"], name="dsar_reminder_once")]
+
+    def __str__(self) -> str:
+        return f"{self.request_id}:{self.threshold}"

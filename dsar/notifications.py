@@ -1,0 +1,89 @@
+"""E-mails about requests, in the requester's language. Bodies name the reference, the
+status and what to do next; they never repeat the personal data of the request."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.mail import send_mail
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import translation
+
+from dsar.models import DataSubjectRequest, Reminder
+
+REQUESTER_KINDS = {"received", "verified", "info_needed", "completed", "refused", "withdrawn"}
+
+
+def _send(template: str, to: list[str], context: dict[str, object], language: str) -> int:
+    if not to:
+        return 0
+    with translation.override(language):
+        subject = render_to_string(f"dsar/email/{template}_subject.txt", context).strip()
+        body = render_to_string(f"dsar/email/{template}.txt", context)
+    return send_mail(subject, body, settings.DEFAULT_FROM_EMAIL, to)
+
+
+def _context(request: DataSubjectRequest) -> dict[str, object]:
+    return {
+        "request": request,
+        "url": settings.SITE_URL.rstrip("/") + reverse("dsar:status", args=[request.reference]),
+        "site_url": settings.SITE_URL,
+    }
+
+
+def requester_address(request: DataSubjectRequest) -> str:
+    return (
+        request.requester_email
+        or (request.user.email if request.user else "")
+        or (request.subject.email or "")
+    )
+
+
+def send_requester_email(*, request_id: int, kind: str) -> int:
+    if kind not in REQUESTER_KINDS:
+        raise ValueError(f"unknown e-mail kind {kind}")
+    request = DataSubjectRequest.objects.select_related("subject", "user").get(pk=request_id)
+    to = requester_address(request)
+    return _send(f"requester_{kind}", [to] if to else [], _context(request), request.language)
+
+
+def send_code(*, request_id: int, code: str) -> int:
+    request = DataSubjectRequest.objects.select_related("subject", "user").get(pk=request_id)
+    to = requester_address(request)
+    return _send("code", [to] if to else [], {**_context(request), "code": code}, request.language)
+
+
+def _staff(group: str) -> list[str]:
+    return list(
+        get_user_model()
+        .objects.filter(is_active=True, is_staff=True, groups__name=group)
+        .values_list("email", flat=True)
+    )
+
+
+def send_reminder(*, reminder_id: int) -> int:
+    reminder = Reminder.objects.select_related("request__assignee").get(pk=reminder_id)
+    request = reminder.request
+    to = [request.assignee.email] if request.assignee else _staff("agent")
+    if reminder.threshold == Reminder.Threshold.OVERDUE:
+        to = sorted(set(to) | set(_staff("dpo")))
+    context = {
+        **_context(request),
+        "reminder": reminder,
+        "admin_url": settings.SITE_URL.rstrip("/")
+        + reverse("admin:dsar_datasubjectrequest_change", args=[request.pk]),
+    }
+    return _send("staff_reminder", to, context, settings.LANGUAGE_CODE)
+
+
+def send_deadline_moved(*, request_id: int, old_due: str) -> int:
+    request = DataSubjectRequest.objects.select_related("assignee").get(pk=request_id)
+    to = [request.assignee.email] if request.assignee else _staff("agent")
+    context = {
+        **_context(request),
+        "old_due": old_due,
+        "admin_url": settings.SITE_URL.rstrip("/")
+        + reverse("admin:dsar_datasubjectrequest_change", args=[request.pk]),
+    }
+    return _send("staff_deadline_moved", to, context, settings.LANGUAGE_CODE)

@@ -1,0 +1,721 @@
+"""Data-subject requests: every write of the lifecycle.
+
+Each transition claims the row with a conditional UPDATE on the expected status, writes its
+audit entry in the same transaction, and returns early when the request already is where
+the call would take it (so repeating a call is harmless). Permission checks belong to the
+callers (admin, API, portal); these functions assume the actor may act.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+
+from accounts.models import DataSubject, User
+from accounts.services import subject_create, subject_find
+from core.audit import SYSTEM, Actor, audit_log
+from core.outbox import outbox_enqueue
+from dsar.models import (
+    CLOCK_RUNNING,
+    OPEN_STATUSES,
+    CalendarDay,
+    CalendarYear,
+    DataSubjectRequest,
+    EmailChallenge,
+    OnBehalf,
+    RefusalGround,
+    Reminder,
+    RequestCounter,
+    RequestMessage,
+    RequestType,
+    Status,
+    VerificationDocument,
+    VerificationMethod,
+)
+from dsar.workdays import business_today, workday_index
+
+CODE_TTL = timedelta(minutes=10)
+CODE_MAX_ATTEMPTS = 5
+MAX_DOCUMENT_BYTES = 5 * 1024 * 1024
+
+
+class TransitionError(ValidationError):
+    """The request is not in a state that allows this action."""
+
+
+# --- Reference numbers ------------------------------------------------------------------------
+
+
+def _next_reference(year: int) -> str:
+    RequestCounter.objects.get_or_create(year=year)
+    RequestCounter.objects.filter(year=year).update(last=F("last") + 1)  # row lock until commit
+    last = RequestCounter.objects.values_list("last", flat=True).get(year=year)
+    return f"DSR-{year}-{last:06d}"
+
+
+# --- Submission -------------------------------------------------------------------------------
+
+
+@transaction.atomic
+def request_submit(
+    *,
+    actor: Actor,
+    type: str,
+    subject: DataSubject,
+    user: User | None = None,
+    on_behalf: str = OnBehalf.SELF,
+    requester_name: str = "",
+    requester_email: str = "",
+    requester_phone: str = "",
+    relationship: str = "",
+    details: str = "",
+    language: str = "",
+    reauthenticated: bool = False,
+    documents: Iterable[Any] = (),
+) -> DataSubjectRequest:
+    """Record a request. A signed-in subject acting for themselves who reauthenticated
+    recently is verified at once (the clock starts); everyone else awaits verification."""
+    if type not in RequestType.values:
+        raise ValidationError({"type": _("Unknown request type.")})
+    if on_behalf not in OnBehalf.values:
+        raise ValidationError({"on_behalf": _("Unknown choice.")})
+    documents = list(documents)
+    if on_behalf != OnBehalf.SELF and not documents:
+        raise ValidationError({"documents": _("Acting for someone else needs proof of your authority.")})
+    checked = [document_check(f) for f in documents]
+    request = DataSubjectRequest(
+        reference=_next_reference(business_today().year),
+        type=type,
+        status=Status.AWAITING_VERIFICATION,
+        subject=subject,
+        user=user,
+        on_behalf=on_behalf,
+        requester_name=requester_name.strip(),
+        requester_email=requester_email.strip().lower(),
+        requester_phone=requester_phone.strip(),
+        relationship=relationship.strip(),
+        details=details.strip(),
+        language=language if language in dict(settings.LANGUAGES) else settings.LANGUAGE_CODE,
+    )
+    request.save()
+    for name, content_type, data in checked:
+        _store_document(request, name, content_type, data)
+    audit_log(
+        actor=actor,
+        action="request.submitted",
+        obj=request,
+        data={"type": type, "on_behalf": on_behalf, "documents": len(checked)},
+    )
+    outbox_enqueue("dsar.tasks.send_requester_email", request_id=request.pk, kind="received")
+    if reauthenticated and on_behalf == OnBehalf.SELF and user is not None:
+        request = request_verify(request=request, actor=actor, method=VerificationMethod.REAUTHENTICATION)
+    return request
+
+
+def subject_for_public_request(
+    *, email: str, name: str = "", phone: str = "", language: str = ""
+) -> DataSubject:
+    """The subject a no-account request is about: found by exact e-mail, else a new contact."""
+    return subject_find(email=email) or subject_create(
+        actor=Actor("anonymous"),
+        kind=DataSubject.Kind.CONTACT,
+        email=email,
+        full_name=name,
+        phone=phone,
+        language=language,
+    )
+
+
+# --- Documents --------------------------------------------------------------------------------
+
+_SIGNATURES = (
+    (b"%PDF-", "application/pdf"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+)
+
+
+def document_check(upload: Any) -> tuple[str, str, bytes]:
+    """Size limit and type from the content's signature, never from the name."""
+    size = getattr(upload, "size", None)
+    if size is not None and size > MAX_DOCUMENT_BYTES:
+        raise ValidationError({"documents": _("Each file may be at most 5 MB.")})
+    data = upload.read(MAX_DOCUMENT_BYTES + 1)
+    if len(data) > MAX_DOCUMENT_BYTES:
+        raise ValidationError({"documents": _("Each file may be at most 5 MB.")})
+    if not data:
+        raise ValidationError({"documents": _("The file is empty.")})
+    for magic, content_type in _SIGNATURES:
+        if data.startswith(magic):
+            if content_type == "application/pdf" and (b"/JavaScript" in data or b"/JS" in data):
+                raise ValidationError({"documents": _("PDF files with scripts are not accepted.")})
+            return (str(getattr(upload, "name", "document"))[:200], content_type, data)
+    raise ValidationError({"documents": _("Only PDF, JPEG and PNG files are accepted.")})
+
+
+def _store_document(
+    request: DataSubjectRequest, name: str, content_type: str, data: bytes
+) -> VerificationDocument:
+    return VerificationDocument.objects.create(
+        request=request,
+        filename=name,
+        content_type=content_type,
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        content=base64.b64encode(data).decode(),
+    )
+
+
+@transaction.atomic
+def document_add(*, request: DataSubjectRequest, actor: Actor, upload: Any) -> VerificationDocument:
+    name, content_type, data = document_check(upload)
+    doc = _store_document(request, name, content_type, data)
+    audit_log(
+        actor=actor,
+        action="request.document_added",
+        obj=request,
+        data={"document": doc.pk, "sha256": doc.sha256},
+    )
+    return doc
+
+
+def document_open(*, document: VerificationDocument, actor: Actor) -> bytes:
+    """The decrypted file; every opening is audited."""
+    audit_log(
+        actor=actor, action="request.document_viewed", obj=document.request, data={"document": document.pk}
+    )
+    return base64.b64decode(document.content or "")
+
+
+# --- E-mail codes -----------------------------------------------------------------------------
+
+
+def _code_hash(challenge_id: int, code: str) -> str:
+    key = settings.SECRET_KEY.encode()
+    return hmac.new(key, f"dsar-code:{challenge_id}:{code}".encode(), hashlib.sha256).hexdigest()
+
+
+@transaction.atomic
+def challenge_issue(*, request: DataSubjectRequest) -> str:
+    """Make a fresh 6-digit code (older ones stop working) and e-mail it after commit.
+    The code goes straight to the mail server; only its keyed hash is stored."""
+    EmailChallenge.objects.filter(request=request, used_at__isnull=True).update(used_at=timezone.now())
+    code = f"{secrets.randbelow(10**6):06d}"
+    challenge = EmailChallenge.objects.create(
+        request=request, code_hash="", expires_at=timezone.now() + CODE_TTL
+    )
+    EmailChallenge.objects.filter(pk=challenge.pk).update(code_hash=_code_hash(challenge.pk, code))
+    audit_log(actor=SYSTEM, action="request.code_sent", obj=request, data={"challenge": challenge.pk})
+    from dsar import notifications
+
+    transaction.on_commit(lambda: notifications.send_code(request_id=request.pk, code=code))
+    return code
+
+
+@dataclass(frozen=True)
+class CodeResult:
+    ok: bool
+    reason: str = ""
+
+
+@transaction.atomic
+def challenge_verify(*, request: DataSubjectRequest, code: str) -> CodeResult:
+    challenge = (
+        EmailChallenge.objects.filter(request=request, used_at__isnull=True).order_by("-created_at").first()
+    )
+    if challenge is None:
+        return CodeResult(False, _("No active code. Ask for a new one."))
+    if challenge.expires_at < timezone.now():
+        return CodeResult(False, _("The code has expired. Ask for a new one."))
+    # Count the try first, with a conditional UPDATE, so parallel guesses cannot exceed 5.
+    counted = EmailChallenge.objects.filter(pk=challenge.pk, attempts__lt=CODE_MAX_ATTEMPTS).update(
+        attempts=F("attempts") + 1
+    )
+    if not counted:
+        return CodeResult(False, _("Too many wrong codes. Ask for a new one."))
+    if not hmac.compare_digest(challenge.code_hash, _code_hash(challenge.pk, code.strip())):
+        audit_log(actor=Actor("anonymous"), action="request.code_failed", obj=request)
+        return CodeResult(False, _("That code is not right."))
+    EmailChallenge.objects.filter(pk=challenge.pk).update(used_at=timezone.now())
+    if request.contact_verified_at is None:
+        DataSubjectRequest.objects.filter(pk=request.pk).update(contact_verified_at=timezone.now())
+        request.contact_verified_at = timezone.now()
+        audit_log(actor=Actor("anonymous"), action="request.contact_verified", obj=request)
+    return CodeResult(True)
+
+
+# --- Transitions ------------------------------------------------------------------------------
+
+_ALLOWED: dict[str, tuple[frozenset[str], str]] = {
+    "verify": (
+        frozenset({Status.SUBMITTED, Status.AWAITING_VERIFICATION, Status.INFO_REQUESTED}),
+        Status.VERIFIED,
+    ),
+    "ask_info": (frozenset({Status.SUBMITTED, Status.AWAITING_VERIFICATION}), Status.INFO_REQUESTED),
+    "provide_info": (frozenset({Status.INFO_REQUESTED}), Status.AWAITING_VERIFICATION),
+    "start": (frozenset({Status.VERIFIED}), Status.IN_PROGRESS),
+    "complete": (frozenset({Status.VERIFIED, Status.IN_PROGRESS}), Status.COMPLETED),
+    "refuse": (frozenset(OPEN_STATUSES), Status.REFUSED),
+    "withdraw": (frozenset(OPEN_STATUSES), Status.WITHDRAWN),
+}
+
+
+def allowed_actions(request: DataSubjectRequest) -> list[str]:
+    return [name for name, (sources, _target) in _ALLOWED.items() if request.status in sources]
+
+
+def _transition(
+    request: DataSubjectRequest,
+    action: str,
+    *,
+    actor: Actor,
+    fields: dict[str, Any] | None = None,
+    secret_fields: dict[str, str] | None = None,
+    data: dict[str, Any] | None = None,
+) -> tuple[DataSubjectRequest, bool]:
+    """Move the request; returns (request, changed). Must run inside a transaction."""
+    sources, target = _ALLOWED[action]
+    current = DataSubjectRequest.objects.filter(pk=request.pk).values_list("status", flat=True).first()
+    if current == target:
+        request.refresh_from_db()
+        return request, False
+    if current not in sources:
+        raise TransitionError(
+            _("A request that is %(status)s cannot be %(action)s.")
+            % {"status": Status(str(current)).label, "action": ACTION_LABELS.get(action, action)}
+        )
+    fields = dict(fields or {})
+    claimed = DataSubjectRequest.objects.filter(pk=request.pk, status=current).update(status=target, **fields)
+    if not claimed:  # somebody else moved it meanwhile: judge again against what they did
+        return _transition(
+            request, action, actor=actor, fields=fields, secret_fields=secret_fields, data=data
+        )
+    request.refresh_from_db()
+    if secret_fields:
+        for name, value in secret_fields.items():
+            setattr(request, name, value)
+        request.save(update_fields=list(secret_fields))
+    audit_log(
+        actor=actor,
+        action=f"request.{action}",
+        obj=request,
+        data={"from": current, "to": target, **(data or {})},
+    )
+    return request, True
+
+
+ACTION_LABELS = {
+    "verify": gettext_lazy("verified"),
+    "ask_info": gettext_lazy("asked for more information"),
+    "provide_info": gettext_lazy("given information"),
+    "start": gettext_lazy("started"),
+    "complete": gettext_lazy("completed"),
+    "refuse": gettext_lazy("refused"),
+    "withdraw": gettext_lazy("withdrawn"),
+}
+
+
+def _email(request: DataSubjectRequest, kind: str) -> None:
+    outbox_enqueue("dsar.tasks.send_requester_email", request_id=request.pk, kind=kind)
+
+
+@transaction.atomic
+def request_verify(
+    *,
+    request: DataSubjectRequest,
+    actor: Actor,
+    method: str,
+    verified_by: User | None = None,
+    at: datetime | None = None,
+) -> DataSubjectRequest:
+    if method not in VerificationMethod.values:
+        raise ValidationError({"method": _("Unknown verification method.")})
+    at = at or timezone.now()
+    deadline = workday_index().deadline(business_today(at))
+    request, changed = _transition(
+        request,
+        "verify",
+        actor=actor,
+        fields={
+            "verified_at": at,
+            "verified_by": verified_by,
+            "verification_method": method,
+            "due_date": deadline.due_date,
+            "due_at": deadline.due_at,
+            "deadline_provisional": deadline.provisional,
+            "deadline_missing_year": deadline.missing_years[0] if deadline.missing_years else None,
+        },
+        data={"method": method, "due": deadline.due_date.isoformat(), "provisional": deadline.provisional},
+    )
+    if changed:
+        _email(request, "verified")
+    return request
+
+
+@transaction.atomic
+def request_ask_info(
+    *, request: DataSubjectRequest, actor: Actor, author: User, message: str
+) -> DataSubjectRequest:
+    if not message.strip():
+        raise ValidationError({"message": _("Say what information is needed.")})
+    request, changed = _transition(request, "ask_info", actor=actor)
+    if changed:
+        RequestMessage.objects.create(
+            request=request, kind=RequestMessage.Kind.TO_REQUESTER, author=author, body=message.strip()
+        )
+        _email(request, "info_needed")
+    return request
+
+
+@transaction.atomic
+def request_provide_info(
+    *, request: DataSubjectRequest, actor: Actor, message: str, documents: Iterable[Any] = ()
+) -> DataSubjectRequest:
+    documents = list(documents)
+    if not message.strip() and not documents:
+        raise ValidationError({"message": _("Add a message or a document.")})
+    checked = [document_check(f) for f in documents]
+    request, changed = _transition(request, "provide_info", actor=actor, data={"documents": len(checked)})
+    if changed:
+        if message.strip():
+            RequestMessage.objects.create(
+                request=request, kind=RequestMessage.Kind.FROM_REQUESTER, body=message.strip()
+            )
+        for name, content_type, data in checked:
+            _store_document(request, name, content_type, data)
+    return request
+
+
+@transaction.atomic
+def request_start(*, request: DataSubjectRequest, actor: Actor) -> DataSubjectRequest:
+    request, _changed = _transition(request, "start", actor=actor, fields={"started_at": timezone.now()})
+    return request
+
+
+@transaction.atomic
+def request_complete(*, request: DataSubjectRequest, actor: Actor, answer: str) -> DataSubjectRequest:
+    if not answer.strip():
+        raise ValidationError({"answer": _("Write the answer the requester will see.")})
+    request, changed = _transition(
+        request,
+        "complete",
+        actor=actor,
+        fields={"closed_at": timezone.now()},
+        secret_fields={"answer": answer.strip()},
+        data={"on_time": _on_time(request)},
+    )
+    if changed:
+        _email(request, "completed")
+    return request
+
+
+@transaction.atomic
+def request_refuse(
+    *, request: DataSubjectRequest, actor: Actor, ground: str, explanation: str
+) -> DataSubjectRequest:
+    if ground not in RefusalGround.values:
+        raise ValidationError({"ground": _("Choose one of the legal grounds of the privacy policy.")})
+    if not explanation.strip():
+        raise ValidationError({"explanation": _("Explain the refusal: the requester will read it.")})
+    request, changed = _transition(
+        request,
+        "refuse",
+        actor=actor,
+        fields={"closed_at": timezone.now(), "refusal_ground": ground},
+        secret_fields={"refusal_explanation": explanation.strip()},
+        data={"ground": ground, "on_time": _on_time(request)},
+    )
+    if changed:
+        _email(request, "refused")
+    return request
+
+
+@transaction.atomic
+def request_withdraw(*, request: DataSubjectRequest, actor: Actor) -> DataSubjectRequest:
+    request, changed = _transition(request, "withdraw", actor=actor, fields={"closed_at": timezone.now()})
+    if changed:
+        _email(request, "withdrawn")
+    return request
+
+
+def _on_time(request: DataSubjectRequest) -> bool:
+    return request.due_at is None or timezone.now() <= request.due_at
+
+
+@transaction.atomic
+def request_assign(*, request: DataSubjectRequest, actor: Actor, assignee: User | None) -> DataSubjectRequest:
+    if assignee is not None and not (assignee.is_active and assignee.is_staff):
+        raise ValidationError({"assignee": _("Only active staff can be assigned.")})
+    new_id = assignee.pk if assignee else None
+    if request.assignee_id == new_id:
+        return request
+    if request.status not in OPEN_STATUSES:
+        raise TransitionError(_("A closed request cannot be reassigned."))
+    old = request.assignee_id
+    DataSubjectRequest.objects.filter(pk=request.pk).update(assignee=assignee)
+    request.refresh_from_db()
+    audit_log(actor=actor, action="request.assigned", obj=request, data={"from": old, "to": new_id})
+    return request
+
+
+@transaction.atomic
+def request_note(*, request: DataSubjectRequest, actor: Actor, author: User, body: str) -> RequestMessage:
+    if not body.strip():
+        raise ValidationError({"body": _("The note is empty.")})
+    note = RequestMessage.objects.create(
+        request=request, kind=RequestMessage.Kind.INTERNAL, author=author, body=body.strip()
+    )
+    audit_log(actor=actor, action="request.note_added", obj=request, data={"message": note.pk})
+    return note
+
+
+# --- Calendar ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScheduleImport:
+    year: int
+    holidays: int
+    workdays: int
+    created: bool
+
+
+def parse_schedule(payload: Any) -> tuple[int, dict[date, str], dict[date, str]]:
+    """Validate `{"year": 2027, "holidays": {"2027-01-01": "元旦"}, "workdays": {...}}`."""
+    if not isinstance(payload, dict):
+        raise ValidationError(_("The schedule must be a JSON object."))
+    unknown = set(payload) - {"year", "holidays", "workdays"}
+    if unknown:
+        raise ValidationError(_("Unknown keys: %(keys)s") % {"keys": ", ".join(sorted(unknown))})
+    year = payload.get("year")
+    if not isinstance(year, int) or isinstance(year, bool) or not 2000 <= year <= 2100:
+        raise ValidationError(_("'year' must be a year between 2000 and 2100."))
+    parsed: list[dict[date, str]] = []
+    for key in ("holidays", "workdays"):
+        section = payload.get(key, {})
+        if not isinstance(section, dict):
+            raise ValidationError(_("'%(key)s' must map dates to names.") % {"key": key})
+        days: dict[date, str] = {}
+        for raw, name in section.items():
+            try:
+                day = date.fromisoformat(raw)
+            except (TypeError, ValueError):
+                raise ValidationError(
+                    _("'%(raw)s' in %(key)s is not a date (YYYY-MM-DD).") % {"raw": raw, "key": key}
+                ) from None
+            if day.year != year:
+                raise ValidationError(
+                    _("%(day)s in %(key)s is not in %(year)s.") % {"day": raw, "key": key, "year": year}
+                )
+            if not isinstance(name, str) or not name.strip() or len(name) > 100:
+                raise ValidationError(_("%(day)s in %(key)s needs a name.") % {"day": raw, "key": key})
+            days[day] = name.strip()
+        parsed.append(days)
+    holidays, workdays = parsed
+    both = sorted(set(holidays) & set(workdays))
+    if both:
+        raise ValidationError(
+            _("%(day)s is both a holiday and a working day.") % {"day": both[0].isoformat()}
+        )
+    return year, holidays, workdays
+
+
+@transaction.atomic
+def calendar_import(*, actor: Actor, payload: Any, source: str = "import") -> ScheduleImport:
+    """Load a year's official schedule (replacing what was there) and queue the recomputation
+    of every provisional deadline. Idempotent: the same file twice changes nothing."""
+    year, holidays, workdays = parse_schedule(payload)
+    existing = {
+        (d, k, n)
+        for d, k, n in CalendarDay.objects.filter(date__year=year).values_list("date", "kind", "name")
+    }
+    wanted = {(d, "holiday", n) for d, n in holidays.items()} | {
+        (d, "workday", n) for d, n in workdays.items()
+    }
+    known = CalendarYear.objects.filter(year=year).exists()
+    if existing == wanted and known:
+        return ScheduleImport(year, len(holidays), len(workdays), False)
+    CalendarDay.objects.filter(date__year=year).delete()
+    CalendarDay.objects.bulk_create(CalendarDay(date=d, kind=k, name=n) for d, k, n in sorted(wanted))
+    CalendarYear.objects.update_or_create(year=year, defaults={"source": source[:100]})
+    audit_log(
+        actor=actor,
+        action="calendar.imported",
+        object_type="dsar.calendaryear",
+        object_id=str(year),
+        data={"holidays": len(holidays), "workdays": len(workdays), "source": source[:100]},
+    )
+    outbox_enqueue("dsar.tasks.recompute_deadlines", year=year)
+    return ScheduleImport(year, len(holidays), len(workdays), True)
+
+
+@transaction.atomic
+def calendar_day_save(*, actor: Actor, day: date, kind: str, name: str) -> CalendarDay:
+    if kind not in CalendarDay.Kind.values:
+        raise ValidationError({"kind": _("Unknown kind.")})
+    obj, _created = CalendarDay.objects.update_or_create(date=day, defaults={"kind": kind, "name": name})
+    CalendarYear.objects.filter(year=day.year).update(loaded_at=timezone.now())
+    audit_log(
+        actor=actor,
+        action="calendar.day_saved",
+        object_type="dsar.calendarday",
+        object_id=day.isoformat(),
+        data={"kind": kind},
+    )
+    outbox_enqueue("dsar.tasks.recompute_deadlines", year=day.year)
+    return obj
+
+
+@transaction.atomic
+def calendar_day_delete(*, actor: Actor, day: date) -> None:
+    deleted, _ = CalendarDay.objects.filter(date=day).delete()
+    if deleted:
+        CalendarYear.objects.filter(year=day.year).update(loaded_at=timezone.now())
+        audit_log(
+            actor=actor,
+            action="calendar.day_deleted",
+            object_type="dsar.calendarday",
+            object_id=day.isoformat(),
+        )
+        outbox_enqueue("dsar.tasks.recompute_deadlines", year=day.year)
+
+
+def deadlines_recompute(*, year: int, batch: int = 1000) -> list[int]:
+    """Recompute every open request whose deadline touches `year` (provisional ones, and ones
+    counted with an older schedule). Returns the ids whose due date moved. Resumable: it
+    works in batches by id and each batch commits on its own."""
+    index = workday_index(refresh=True)
+    moved: list[int] = []
+    last_id = 0
+    while True:
+        rows = list(
+            DataSubjectRequest.objects.filter(
+                pk__gt=last_id,
+                status__in=CLOCK_RUNNING,
+                verified_at__isnull=False,
+                due_date__year__gte=year,
+            )
+            .order_by("pk")
+            .values_list("pk", "verified_at", "due_date", "deadline_provisional")[:batch]
+        )
+        if not rows:
+            return moved
+        with transaction.atomic():
+            for pk, verified_at, due_date, provisional in rows:
+                if verified_at is None or due_date is None:  # excluded by the query; for the type checker
+                    continue
+                first_counted = business_today(verified_at) + timedelta(days=1)
+                if not (first_counted.year <= year <= due_date.year) and not provisional:
+                    continue
+                d = index.deadline(business_today(verified_at))
+                missing = d.missing_years[0] if d.missing_years else None
+                changed = (
+                    DataSubjectRequest.objects.filter(pk=pk)
+                    .exclude(due_date=d.due_date, deadline_provisional=d.provisional)
+                    .update(
+                        due_date=d.due_date,
+                        due_at=d.due_at,
+                        deadline_provisional=d.provisional,
+                        deadline_missing_year=missing,
+                    )
+                )
+                if changed:
+                    audit_log(
+                        actor=SYSTEM,
+                        action="request.deadline_recomputed",
+                        object_type="dsar.datasubjectrequest",
+                        object_id=str(pk),
+                        data={
+                            "from": due_date.isoformat(),
+                            "to": d.due_date.isoformat(),
+                            "provisional": d.provisional,
+                        },
+                    )
+                    if d.due_date != due_date:
+                        moved.append(pk)
+                        outbox_enqueue(
+                            "dsar.tasks.send_deadline_moved", request_id=pk, old_due=due_date.isoformat()
+                        )
+        last_id = rows[-1][0]
+
+
+# --- Reminders --------------------------------------------------------------------------------
+
+
+def reminder_threshold(*, left: int, overdue: bool) -> str | None:
+    if overdue:
+        return Reminder.Threshold.OVERDUE
+    if left <= 1:
+        return Reminder.Threshold.ONE
+    if left <= 2:
+        return Reminder.Threshold.TWO
+    if left <= 5:
+        return Reminder.Threshold.FIVE
+    return None
+
+
+def reminders_sweep(*, now: datetime | None = None, batch: int = 500) -> int:
+    """Queue the reminders that are due. Finds candidates through the (status, due_at) index:
+    only requests due within 5 working days are read, however many requests exist. Each
+    reminder is a row under a unique constraint, inserted with its e-mail in one
+    transaction, so it goes out once however often (or concurrently) this runs."""
+    now = now or timezone.now()
+    index = workday_index()
+    today = business_today(now)
+    horizon = index.date_with_working_days_left(today, 5)
+    sent = 0
+    last_due: datetime | None = None
+    last_id = 0
+    base = DataSubjectRequest.objects.filter(status__in=CLOCK_RUNNING, due_at__lte=_end_of(horizon))
+    while True:
+        qs = base
+        if last_due is not None:
+            qs = qs.filter(due_at__gte=last_due).exclude(due_at=last_due, pk__lte=last_id)
+        rows = list(qs.order_by("due_at", "pk").values_list("pk", "due_date", "due_at")[:batch])
+        if not rows:
+            return sent
+        ids = [r[0] for r in rows]
+        done = set(Reminder.objects.filter(request_id__in=ids).values_list("request_id", "threshold"))
+        for pk, due_date, due_at in rows:
+            if due_date is None or due_at is None:  # a running clock always has both
+                continue
+            threshold = reminder_threshold(
+                left=index.working_days_between(today, due_date), overdue=now > due_at
+            )
+            if threshold is None or (pk, threshold) in done:
+                continue
+            try:
+                with transaction.atomic():
+                    reminder = Reminder.objects.create(request_id=pk, threshold=threshold)
+                    outbox_enqueue("dsar.tasks.send_reminder", reminder_id=reminder.pk)
+                    audit_log(
+                        actor=SYSTEM,
+                        action="request.reminder",
+                        object_type="dsar.datasubjectrequest",
+                        object_id=str(pk),
+                        data={"threshold": threshold},
+                    )
+                sent += 1
+            except IntegrityError:  # another sweep got there first
+                continue
+        last_due, last_id = rows[-1][2], rows[-1][0]
+
+
+def _end_of(day: date) -> datetime:
+    from dsar.workdays import end_of_day
+
+    return end_of_day(day)

@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+from celery import shared_task
+
+from core.jobs import singleton_job
+from core.outbox import OutboxTask
+from dsar import notifications, services
+
+
+@shared_task(
+    base=OutboxTask,
+    name="dsar.tasks.send_requester_email",
+    time_limit=60,
+    soft_time_limit=50,
+    autoretry_for=(OSError,),
+    retry_backoff=True,
+    max_retries=8,
+)
+def send_requester_email(request_id: int, kind: str) -> int:
+    return notifications.send_requester_email(request_id=request_id, kind=kind)
+
+
+@shared_task(
+    base=OutboxTask,
+    name="dsar.tasks.send_reminder",
+    time_limit=60,
+    soft_time_limit=50,
+    autoretry_for=(OSError,),
+    retry_backoff=True,
+    max_retries=8,
+)
+def send_reminder(reminder_id: int) -> int:
+    return notifications.send_reminder(reminder_id=reminder_id)
+
+
+@shared_task(
+    base=OutboxTask,
+    name="dsar.tasks.send_deadline_moved",
+    time_limit=60,
+    soft_time_limit=50,
+    autoretry_for=(OSError,),
+    retry_backoff=True,
+    max_retries=8,
+)
+def send_deadline_moved(request_id: int, old_due: str) -> int:
+    return notifications.send_deadline_moved(request_id=request_id, old_due=old_due)
+
+
+@shared_task(base=OutboxTask, name="dsar.tasks.recompute_deadlines", time_limit=1800, soft_time_limit=1700)
+def recompute_deadlines(year: int) -> int:
+    return len(services.deadlines_recompute(year=year))
+
+
+@shared_task(name="dsar.tasks.reminders_sweep", time_limit=1800, soft_time_limit=1700)
+@singleton_job("dsar-reminders", every=timedelta(minutes=15))
+def reminders_sweep() -> int:
+    return services.reminders_sweep()
