@@ -67,3 +67,14 @@ def roles_sync(apps: Any) -> dict[str, list[str]]:
                 found.append(perm)
         group.permissions.set(found)
     return missing
+
+
+def roles_install(apps: Any, *, using: str = "default") -> dict[str, list[str]]:
+    """Create every app's permissions now (Django normally does it after migrate), then the
+    groups. Called by data migrations, and by the test suite after a flush."""
+    from django.apps import apps as global_apps
+    from django.contrib.auth.management import create_permissions
+
+    for app_config in global_apps.get_app_configs():
+        create_permissions(app_config, apps=apps, verbosity=0, using=using)
+    return roles_sync(apps)

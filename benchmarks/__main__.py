@@ -34,7 +34,7 @@ def main(argv: list[str]) -> int:
                 results.append(row)
                 print(
                     f"{row['name']:<44} ours {row['ours']:>12}  baseline {row['baseline']:>12}  "
-                    f"ratio {row['ratio']:>6.2f}  target {row['target']}  {'OK' if row['ok'] else 'MISS'}"
+                    f"ratio {row['ratio']:>8.3g}  target {row['target']}  {'OK' if row['ok'] else 'MISS'}"
                 )
     finally:
         runner.teardown_databases(old)

@@ -226,7 +226,9 @@ EMAIL_HOST_USER = _email.get("EMAIL_HOST_USER", "")
 EMAIL_HOST_PASSWORD = _email.get("EMAIL_HOST_PASSWORD", "")
 EMAIL_USE_TLS = _email.get("EMAIL_USE_TLS", False)
 EMAIL_USE_SSL = _email.get("EMAIL_USE_SSL", False)
-EMAIL_FILE_PATH = _email.get("EMAIL_FILE_PATH", str(VAR_DIR / "mail"))
+EMAIL_FILE_PATH = _email.get("EMAIL_FILE_PATH") or str(VAR_DIR / "mail")
+if env.str("EMAIL_URL", default="").startswith("filemail:///"):
+    EMAIL_FILE_PATH = env.str("EMAIL_URL")[len("filemail://") :]  # django-environ drops the leading "/"
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Quanyi <privacy@quanyi.localhost>")
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 

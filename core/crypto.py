@@ -150,6 +150,18 @@ def subject_key_get(key_id: uuid.UUID, *, create: bool = False) -> bytes:
     return data_key
 
 
+def subject_keys_load(key_ids: set[uuid.UUID]) -> set[uuid.UUID]:
+    """Load many subject keys with one key-store query (for pages of records); returns the
+    ids that can decrypt (destroyed and unknown keys cannot)."""
+    ready = {k for k in key_ids if _cached(k) is not None}
+    wanted = key_ids - ready
+    if wanted:
+        for row in SubjectKey.objects.filter(key_id__in=wanted, destroyed_at__isnull=True):
+            _remember(row.key_id, _unwrap(row))
+            ready.add(row.key_id)
+    return ready
+
+
 def subject_key_destroy(key_id: uuid.UUID) -> bool:
     """Crypto-shred: clear the wrapped key. Returns False when it was already gone."""
     _cache.pop(key_id, None)

@@ -1,3 +1,23 @@
 from __future__ import annotations
 
-urlpatterns: list = []  # REST API v1: filled in by the API work
+from django.urls import URLPattern, path
+
+from dsar import api
+
+# Mounted at /api/v1/ (config/urls.py), without a namespace.
+urlpatterns: list[URLPattern] = [
+    path("requests/", api.RequestListCreate.as_view(), name="api-request-list"),
+    path("requests/<int:pk>/", api.RequestDetail.as_view(), name="api-request-detail"),
+    path("requests/<int:pk>/withdraw/", api.RequestWithdraw.as_view(), name="api-request-withdraw"),
+    path("public/requests/", api.PublicRequestCreate.as_view(), name="api-public-request-create"),
+    path(
+        "public/requests/<int:pk>/verify/",
+        api.PublicRequestVerify.as_view(),
+        name="api-public-request-verify",
+    ),
+    path(
+        "public/requests/<int:pk>/resend/",
+        api.PublicRequestResend.as_view(),
+        name="api-public-request-resend",
+    ),
+]

@@ -195,6 +195,7 @@ class DataSubjectRequest(models.Model):
             models.Index(fields=["due_at", "id"], name="dsar_due"),
             models.Index(fields=["assignee", "status"], name="dsar_assignee_status"),
             models.Index(fields=["subject", "submitted_at"], name="dsar_subject"),
+            models.Index(fields=["status", "closed_at"], name="dsar_status_closed"),
             models.Index(
                 fields=["deadline_provisional"],
                 name="dsar_provisional",

@@ -29,6 +29,7 @@ def _context(request: DataSubjectRequest) -> dict[str, object]:
         "request": request,
         "url": settings.SITE_URL.rstrip("/") + reverse("dsar:status", args=[request.reference]),
         "site_url": settings.SITE_URL,
+        "business_tz": settings.QUANYI_BUSINESS_TZ,
     }
 
 

@@ -20,7 +20,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -123,6 +123,82 @@ def request_submit(
     outbox_enqueue("dsar.tasks.send_requester_email", request_id=request.pk, kind="received")
     if reauthenticated and on_behalf == OnBehalf.SELF and user is not None:
         request = request_verify(request=request, actor=actor, method=VerificationMethod.REAUTHENTICATION)
+    return request
+
+
+@transaction.atomic
+def request_submit_for_user(
+    *,
+    user: User,
+    type: str,
+    on_behalf: str = OnBehalf.SELF,
+    details: str = "",
+    relationship: str = "",
+    subject_name: str = "",
+    subject_email: str = "",
+    documents: Iterable[Any] = (),
+    language: str = "",
+    reauthenticated: bool = False,
+) -> DataSubjectRequest:
+    """A signed-in person's request: about themselves (their own subject), or for someone
+    else (found or recorded by the e-mail given; proof required)."""
+    from accounts.services import subject_for_user
+
+    if on_behalf == OnBehalf.SELF:
+        subject, requester_name, relationship = subject_for_user(user=user), "", ""
+    else:
+        subject = subject_for_public_request(email=subject_email, name=subject_name, language=language)
+        requester_name = user.display_name
+    return request_submit(
+        actor=Actor.of(user),
+        type=type,
+        subject=subject,
+        user=user,
+        on_behalf=on_behalf,
+        requester_name=requester_name,
+        relationship=relationship,
+        details=details,
+        language=language,
+        reauthenticated=reauthenticated,
+        documents=documents,
+    )
+
+
+@transaction.atomic
+def request_submit_public(
+    *,
+    type: str,
+    name: str,
+    email: str,
+    phone: str = "",
+    on_behalf: str = OnBehalf.SELF,
+    details: str = "",
+    relationship: str = "",
+    subject_name: str = "",
+    subject_email: str = "",
+    documents: Iterable[Any] = (),
+    language: str = "",
+) -> DataSubjectRequest:
+    """A request without an account: recorded, then a code is e-mailed to prove the address."""
+    if on_behalf == OnBehalf.SELF:
+        subject = subject_for_public_request(email=email, name=name, phone=phone, language=language)
+        relationship = ""
+    else:
+        subject = subject_for_public_request(email=subject_email, name=subject_name, language=language)
+    request = request_submit(
+        actor=Actor("anonymous"),
+        type=type,
+        subject=subject,
+        on_behalf=on_behalf,
+        requester_name=name,
+        requester_email=email,
+        requester_phone=phone,
+        relationship=relationship,
+        details=details,
+        language=language,
+        documents=documents,
+    )
+    challenge_issue(request=request)
     return request
 
 
@@ -469,6 +545,31 @@ def request_assign(*, request: DataSubjectRequest, actor: Actor, assignee: User 
     DataSubjectRequest.objects.filter(pk=request.pk).update(assignee=assignee)
     request.refresh_from_db()
     audit_log(actor=actor, action="request.assigned", obj=request, data={"from": old, "to": new_id})
+    return request
+
+
+@transaction.atomic
+def request_claim(
+    *, request: DataSubjectRequest, actor: Actor, assignee: User, take_over: bool = False
+) -> DataSubjectRequest:
+    """ "Assign to me": a conditional UPDATE, so two agents taking the same request at once
+    cannot both win. Without `take_over` (the DPO's right) a colleague's request is refused."""
+    if not (assignee.is_active and assignee.is_staff):
+        raise ValidationError({"assignee": _("Only active staff can be assigned.")})
+    qs = DataSubjectRequest.objects.filter(pk=request.pk, status__in=OPEN_STATUSES)
+    if not take_over:
+        qs = qs.filter(Q(assignee__isnull=True) | Q(assignee=assignee))
+    old = DataSubjectRequest.objects.filter(pk=request.pk).values_list("assignee_id", flat=True).first()
+    if old == assignee.pk:
+        request.refresh_from_db()
+        return request
+    if not qs.update(assignee=assignee):
+        request.refresh_from_db()
+        if request.status not in OPEN_STATUSES:
+            raise TransitionError(_("A closed request cannot be reassigned."))
+        raise TransitionError(_("A colleague has already taken this request."))
+    request.refresh_from_db()
+    audit_log(actor=actor, action="request.assigned", obj=request, data={"from": old, "to": assignee.pk})
     return request
 
 

@@ -35,12 +35,30 @@ def pytest_configure(config: pytest.Config) -> None:
 def _fresh_caches(request: pytest.FixtureRequest) -> Iterator[None]:
     # Rate-limit counters live in the shared cache; a test starts with none. (The database
     # cache is reachable only in tests that use the database.)
-    if request.node.get_closest_marker("django_db"):
+    marker = request.node.get_closest_marker("django_db")
+    if marker:
         request.getfixturevalue("_django_db_helper")
         cache.clear()
+        if marker.kwargs.get("transaction"):
+            _reference_data()
     crypto.clear_key_cache()
     yield
     crypto.clear_key_cache()
+
+
+def _reference_data() -> None:
+    """What migrations put in the database and a transactional test's flush takes away: the
+    staff groups, the seeded working-day calendar, the audit chain head."""
+    from django.apps import apps
+
+    from accounts.roles import roles_install
+    from core.audit import GENESIS_HASH
+    from core.models import AuditChainHead
+    from dsar.calendar_seed import seed_calendar
+
+    roles_install(apps)
+    seed_calendar(apps)
+    AuditChainHead.objects.get_or_create(pk=1, defaults={"seq": 0, "hash": GENESIS_HASH})
 
 
 def database_url(alias: str) -> str:
@@ -98,8 +116,11 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float = 30.0, interval: f
 
 
 class Worker:
-    def __init__(self, log_path: Path) -> None:
+    """A real `celery worker` process. E-mail it sends lands as files in `mail_dir`."""
+
+    def __init__(self, log_path: Path, mail_dir: Path) -> None:
         self.log_path = log_path
+        self.mail_dir = mail_dir
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -122,7 +143,7 @@ class Worker:
                 f"--hostname=test-{uuid.uuid4().hex[:6]}@%h",
             ],
             cwd=ROOT,
-            env=subprocess_env(),
+            env=subprocess_env(EMAIL_URL=f"filemail://{self.mail_dir}"),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -135,6 +156,9 @@ class Worker:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def mails(self) -> list[str]:
+        return [p.read_text(errors="replace") for p in sorted(self.mail_dir.glob("*.log"))]
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -151,7 +175,8 @@ def celery_worker(
     django_db_setup: None, django_db_blocker: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Worker]:
     """A real Celery worker process on the configured broker, using the test databases."""
-    worker = Worker(tmp_path_factory.mktemp("celery") / "worker.log")
+    folder = tmp_path_factory.mktemp("celery")
+    worker = Worker(folder / "worker.log", folder / "mail")
     worker.start()
     yield worker
     worker.stop()

@@ -7,15 +7,9 @@ def create_roles(apps, schema_editor):
     # Data migrations run on every database alias; roles live in the default one only.
     if schema_editor.connection.alias != "default":
         return
-    from django.apps import apps as global_apps
-    from django.contrib.auth.management import create_permissions
+    from accounts.roles import roles_install
 
-    from accounts.roles import roles_sync
-
-    # Permissions are normally created after migrate; make them now so groups can hold them.
-    for app_config in global_apps.get_app_configs():
-        create_permissions(app_config, apps=apps, verbosity=0, using="default")
-    roles_sync(apps)
+    roles_install(apps)
 
 
 class Migration(migrations.Migration):

@@ -6,14 +6,9 @@ from django.db import migrations
 def sync(apps, schema_editor):
     if schema_editor.connection.alias != "default":
         return
-    from django.apps import apps as global_apps
-    from django.contrib.auth.management import create_permissions
+    from accounts.roles import roles_install
 
-    from accounts.roles import roles_sync
-
-    for app_config in global_apps.get_app_configs():
-        create_permissions(app_config, apps=apps, verbosity=0, using="default")
-    roles_sync(apps)
+    roles_install(apps)
 
 
 class Migration(migrations.Migration):

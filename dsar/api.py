@@ -1,0 +1,414 @@
+"""REST API v1 for requesters: serializers and views.
+
+Signed-in subjects (browser session, or an app's allauth X-Session-Token) list, create, read
+and withdraw their own requests. People without an account create a request anonymously and
+prove their e-mail address with the code it receives. Every bad input answers 400 with field
+messages; a request that is not yours answers 404, like one that does not exist.
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+from django.contrib.sessions.backends.base import SessionBase
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import Http404
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
+from rest_framework import generics, serializers, status
+from rest_framework.exceptions import NotFound, Throttled
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.permissions import AllowAny, BasePermission
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from accounts.models import User
+from core.audit import Actor
+from dsar import services, views
+from dsar.forms import MAX_DETAILS, MAX_DOCUMENTS, MAX_NAME, MAX_RELATIONSHIP, TYPE_EXPLANATIONS
+from dsar.models import DataSubjectRequest, OnBehalf, RequestType, Status
+
+# --- Serializers -----------------------------------------------------------------------------
+
+
+class DetailSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+
+
+class TimelineEntrySerializer(serializers.Serializer):
+    at = serializers.DateTimeField()
+    kind = serializers.CharField()
+    text = serializers.CharField()
+    body = serializers.CharField(allow_blank=True)
+
+
+class RequestSerializer(serializers.ModelSerializer):
+    """One of the requester's requests, as they may see it (no staff identities, no notes)."""
+
+    type_label = serializers.CharField(source="get_type_display", read_only=True)
+    status_label = serializers.CharField(source="get_status_display", read_only=True)
+    working_days_left = serializers.SerializerMethodField()
+    can_withdraw = serializers.BooleanField(source="is_open", read_only=True)
+
+    class Meta:
+        model = DataSubjectRequest
+        fields = [
+            "id",
+            "reference",
+            "type",
+            "type_label",
+            "status",
+            "status_label",
+            "on_behalf",
+            "submitted_at",
+            "verified_at",
+            "due_date",
+            "deadline_provisional",
+            "working_days_left",
+            "closed_at",
+            "can_withdraw",
+        ]
+        read_only_fields = fields
+
+    def get_working_days_left(self, obj: DataSubjectRequest) -> int | None:
+        return views.days_left(obj)
+
+
+class RequestDetailSerializer(RequestSerializer):
+    explanation = serializers.SerializerMethodField()
+    details = serializers.CharField(read_only=True)
+    answer = serializers.SerializerMethodField()
+    refusal_ground = serializers.SerializerMethodField()
+    refusal_ground_label = serializers.SerializerMethodField()
+    refusal_explanation = serializers.SerializerMethodField()
+    timeline = serializers.SerializerMethodField()
+
+    class Meta(RequestSerializer.Meta):
+        fields = [
+            *RequestSerializer.Meta.fields,
+            "explanation",
+            "details",
+            "answer",
+            "refusal_ground",
+            "refusal_ground_label",
+            "refusal_explanation",
+            "timeline",
+        ]
+        read_only_fields = fields
+
+    def get_explanation(self, obj: DataSubjectRequest) -> str:
+        return str(TYPE_EXPLANATIONS.get(obj.type, ""))
+
+    def get_answer(self, obj: DataSubjectRequest) -> str:
+        return (obj.answer or "") if obj.status == Status.COMPLETED else ""
+
+    def get_refusal_ground(self, obj: DataSubjectRequest) -> str:
+        return obj.refusal_ground if obj.status == Status.REFUSED else ""
+
+    def get_refusal_ground_label(self, obj: DataSubjectRequest) -> str:
+        return str(obj.get_refusal_ground_display()) if obj.status == Status.REFUSED else ""
+
+    def get_refusal_explanation(self, obj: DataSubjectRequest) -> str:
+        return (obj.refusal_explanation or "") if obj.status == Status.REFUSED else ""
+
+    @extend_schema_field(TimelineEntrySerializer(many=True))
+    def get_timeline(self, obj: DataSubjectRequest) -> list[dict[str, Any]]:
+        return [
+            {"at": e.at, "kind": e.kind, "text": str(e.label), "body": e.body}
+            for e in views.requester_timeline(obj)
+        ]
+
+
+class _CreateBase(serializers.Serializer):
+    type = serializers.ChoiceField(choices=RequestType.choices)
+    on_behalf = serializers.ChoiceField(choices=OnBehalf.choices, default=OnBehalf.SELF)
+    subject_name = serializers.CharField(max_length=MAX_NAME, required=False, allow_blank=True, default="")
+    subject_email = serializers.EmailField(required=False, allow_blank=True, default="")
+    relationship = serializers.CharField(
+        max_length=MAX_RELATIONSHIP, required=False, allow_blank=True, default=""
+    )
+    documents = serializers.ListField(
+        child=serializers.FileField(allow_empty_file=False),
+        required=False,
+        default=list,
+        max_length=MAX_DOCUMENTS,
+        help_text="Proof of authority when acting for someone else (multipart only): PDF, JPEG or PNG, "
+        "at most 5 MB each.",
+    )
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("on_behalf", OnBehalf.SELF) != OnBehalf.SELF:
+            errors = {}
+            if not attrs.get("subject_name", "").strip():
+                errors["subject_name"] = [_("Name the person you are acting for.")]
+            if not attrs.get("relationship", "").strip():
+                errors["relationship"] = [_("Say how you are related to them.")]
+            if errors:
+                raise serializers.ValidationError(errors)
+        return attrs
+
+
+class RequestCreateSerializer(_CreateBase):
+    """A signed-in subject's new request."""
+
+    details = serializers.CharField(max_length=MAX_DETAILS, required=False, allow_blank=True, default="")
+
+
+class PublicRequestCreateSerializer(_CreateBase):
+    """A request from someone without an account; a 6-digit code goes to `email`."""
+
+    name = serializers.CharField(max_length=MAX_NAME)
+    email = serializers.EmailField()
+    phone = serializers.CharField(max_length=32, required=False, allow_blank=True, default="")
+    details = serializers.CharField(max_length=MAX_DETAILS)
+
+    def validate_phone(self, value: str) -> str:
+        digits = "".join(ch for ch in value if ch.isdigit())
+        if value and not 7 <= len(digits) <= 15:
+            raise serializers.ValidationError(_("Enter a valid phone number."))
+        return value.strip()
+
+
+class PublicRequestCreatedSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    reference = serializers.CharField()
+    status = serializers.CharField()
+    detail = serializers.CharField()
+
+
+class CodeSerializer(serializers.Serializer):
+    code = serializers.RegexField(r"^\s*\d{6}\s*$", max_length=12)
+
+
+class PublicRequestVerifiedSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    reference = serializers.CharField()
+    status = serializers.CharField()
+    contact_verified = serializers.BooleanField()
+
+
+# --- Helpers ---------------------------------------------------------------------------------
+
+
+def _service_errors(exc: DjangoValidationError) -> serializers.ValidationError:
+    if hasattr(exc, "error_dict"):
+        return serializers.ValidationError(exc.message_dict)
+    return serializers.ValidationError({"non_field_errors": exc.messages})
+
+
+def _throttled() -> Throttled:
+    return Throttled(detail=views.limited_message())
+
+
+def _session_of(request: Request) -> SessionBase | None:
+    """The session behind this call: an app's X-Session-Token session, or the cookie one."""
+    if isinstance(request.auth, SessionBase):
+        return request.auth
+    return getattr(request._request, "session", None)
+
+
+class IsSubject(BasePermission):
+    """Signed in as a data subject (staff accounts have no requests of their own)."""
+
+    message = gettext_lazy("Only data subjects have requests here; staff work requests in the admin.")
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        return views.is_subject_user(request.user)
+
+
+_DOC_400 = OpenApiResponse(description="Invalid input: field messages.")
+_DENIED = OpenApiResponse(DetailSerializer, description="Not signed in, or a staff account.")
+_LIMITED = OpenApiResponse(DetailSerializer, description="Too many attempts: try again later.")
+
+# --- Views -----------------------------------------------------------------------------------
+
+
+class RequestListCreate(generics.ListAPIView):
+    permission_classes = [IsSubject]
+    serializer_class = RequestSerializer
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
+
+    def get_queryset(self) -> Any:
+        return views.own_requests_for_list(self.request.user)
+
+    @extend_schema(
+        summary="Your requests, newest first", responses={200: RequestSerializer(many=True), 403: _DENIED}
+    )
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+    @extend_schema(
+        summary="Make a request",
+        description="A subject who reauthenticated within the last few minutes and acts for "
+        "themselves is verified at once: the response then carries the due date.",
+        request={
+            "application/json": RequestCreateSerializer,
+            "multipart/form-data": RequestCreateSerializer,
+        },
+        responses={201: RequestDetailSerializer, 400: _DOC_400, 403: _DENIED},
+    )
+    def post(self, request: Request) -> Response:
+        data = RequestCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        try:
+            dsr = views.submit_for_user(
+                user=cast(User, request.user),
+                session=_session_of(request),
+                type=v["type"],
+                on_behalf=v["on_behalf"],
+                details=v["details"],
+                relationship=v["relationship"],
+                subject_name=v["subject_name"],
+                subject_email=v["subject_email"],
+                documents=v["documents"],
+            )
+        except DjangoValidationError as exc:
+            raise _service_errors(exc) from None
+        return Response(RequestDetailSerializer(dsr).data, status=status.HTTP_201_CREATED)
+
+
+class RequestDetail(APIView):
+    permission_classes = [IsSubject]
+
+    @extend_schema(
+        summary="One of your requests",
+        responses={200: RequestDetailSerializer, 403: _DENIED, 404: DetailSerializer},
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        return Response(RequestDetailSerializer(_own(request, pk)).data)
+
+
+class RequestWithdraw(APIView):
+    permission_classes = [IsSubject]
+
+    @extend_schema(
+        summary="Withdraw one of your requests",
+        description="Repeating it is harmless. A closed request cannot be withdrawn (409).",
+        request=None,
+        responses={200: RequestDetailSerializer, 403: _DENIED, 404: DetailSerializer, 409: DetailSerializer},
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        dsr = _own(request, pk)
+        try:
+            dsr = services.request_withdraw(request=dsr, actor=Actor.of(request.user))
+        except services.TransitionError as exc:
+            return Response({"detail": " ".join(exc.messages)}, status=status.HTTP_409_CONFLICT)
+        return Response(RequestDetailSerializer(dsr).data)
+
+
+def _own(request: Request, pk: int) -> DataSubjectRequest:
+    try:
+        return views.own_request(request.user, pk)
+    except Http404:
+        raise NotFound() from None
+
+
+class PublicRequestCreate(APIView):
+    # No session or token: nothing ambient to forge, so no CSRF either.
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
+
+    @extend_schema(
+        summary="Make a request without an account",
+        description="Creates the request and e-mails a 6-digit code to `email` (valid 10 minutes). "
+        "Limited to 10 requests an hour per client, and 5 codes an hour per address.",
+        request={
+            "application/json": PublicRequestCreateSerializer,
+            "multipart/form-data": PublicRequestCreateSerializer,
+        },
+        responses={201: PublicRequestCreatedSerializer, 400: _DOC_400, 429: _LIMITED},
+        auth=[],
+    )
+    def post(self, request: Request) -> Response:
+        data = PublicRequestCreateSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        v = data.validated_data
+        http = request._request
+        if views.submission_limited(http) or views.code_sending_limited(http, views.email_key(v["email"])):
+            raise _throttled()
+        try:
+            dsr = views.submit_public(
+                type=v["type"],
+                name=v["name"],
+                email=v["email"],
+                phone=v["phone"],
+                on_behalf=v["on_behalf"],
+                details=v["details"],
+                relationship=v["relationship"],
+                subject_name=v["subject_name"],
+                subject_email=v["subject_email"],
+                documents=v["documents"],
+            )
+        except DjangoValidationError as exc:
+            raise _service_errors(exc) from None
+        body = {
+            "id": dsr.pk,
+            "reference": dsr.reference,
+            "status": dsr.status,
+            "detail": _("We sent a 6-digit code to your e-mail address. It is valid for 10 minutes."),
+        }
+        return Response(body, status=status.HTTP_201_CREATED)
+
+
+def _public_request(pk: int) -> DataSubjectRequest:
+    found = DataSubjectRequest.objects.filter(pk=pk).first() if pk <= views.MAX_INT_ID else None
+    if found is None:
+        raise NotFound()
+    return found
+
+
+class PublicRequestVerify(APIView):
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        summary="Confirm the e-mail address with the code",
+        description="At most 5 tries per code; a code lasts 10 minutes. Limited to 30 tries per "
+        "10 minutes per client.",
+        request=CodeSerializer,
+        responses={
+            200: PublicRequestVerifiedSerializer,
+            400: DetailSerializer,
+            404: DetailSerializer,
+            429: _LIMITED,
+        },
+        auth=[],
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        data = CodeSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        if views.code_checking_limited(request._request):
+            raise _throttled()
+        dsr = _public_request(pk)
+        result = services.challenge_verify(request=dsr, code=data.validated_data["code"].strip())
+        if not result.ok:
+            return Response({"detail": result.reason}, status=status.HTTP_400_BAD_REQUEST)
+        body = {"id": dsr.pk, "reference": dsr.reference, "status": dsr.status, "contact_verified": True}
+        return Response(body)
+
+
+class PublicRequestResend(APIView):
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        summary="Send a new code",
+        description="Earlier codes stop working. The answer is the same whether or not the request "
+        "exists or has an address to write to.",
+        request=None,
+        responses={202: DetailSerializer, 404: DetailSerializer, 429: _LIMITED},
+        auth=[],
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        dsr = _public_request(pk)
+        address = views.requester_address(dsr)
+        if views.code_sending_limited(request._request, views.email_key(address)):
+            raise _throttled()
+        if address and dsr.user_id is None:
+            services.challenge_issue(request=dsr)
+        detail = _("If the request has an e-mail address, a new code is on its way.")
+        return Response({"detail": detail}, status=status.HTTP_202_ACCEPTED)
