@@ -122,17 +122,22 @@ def bench_sweep() -> list[dict[str, object]]:
         if connection.vendor == "postgresql":
             with connection.cursor() as c:
                 c.execute("ANALYZE dsar_datasubjectrequest")
-        reset_queries()
-        Reminder.objects.all().delete()
-        with CaptureQueriesContext(connection) as ctx:
-            start = time.perf_counter()
-            sent = reminders_sweep()
-            elapsed = time.perf_counter() - start
-        assert sent == 100, sent
-        timings[total] = (elapsed, len(ctx.captured_queries))
+        best, queries = float("inf"), 0
+        for _ in range(3):  # best of three: the sweep's own cost, not a checkpoint's
+            reset_queries()
+            Reminder.objects.all().delete()
+            with CaptureQueriesContext(connection) as ctx:
+                start = time.perf_counter()
+                sent = reminders_sweep()
+                elapsed = time.perf_counter() - start
+            assert sent == 100, sent
+            best, queries = min(best, elapsed), len(ctx.captured_queries)
+        timings[total] = (best, queries)
     (t_small, q_small), (t_big, q_big) = timings[10_000], timings[1_000_000]
+    changelist = bench_changelist()
     _wipe()
     return [
+        changelist,
         {
             "name": "reminder sweep 1M vs 10k requests",
             "ours": f"{t_big * 1000:.0f} ms",
@@ -150,6 +155,60 @@ def bench_sweep() -> list[dict[str, object]]:
             "ok": q_big == q_small,
         },
     ]
+
+
+def bench_changelist() -> dict[str, object]:
+    """The admin's first page at 1M requests (in the database now) against a bare view that
+    runs the hand-written SQL of the same page and writes it out as text."""
+    from django.conf import settings
+    from django.db import connection
+    from django.http import HttpResponse
+    from django.test import Client, RequestFactory
+
+    from accounts.models import User
+
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "testserver"]
+    admin = User.objects.filter(email="bench-admin@example.cn").first() or User.objects.create_superuser(
+        "bench-admin@example.cn", "bench-password-0"
+    )
+    client = Client()
+    client.force_login(admin)
+    url = "/admin/dsar/datasubjectrequest/"
+
+    def ours() -> float:
+        start = time.perf_counter()
+        response = client.get(url)
+        elapsed = time.perf_counter() - start
+        assert response.status_code == 200, response.status_code
+        return elapsed
+
+    def bare_view(request: object) -> HttpResponse:
+        with connection.cursor() as c:
+            c.execute(
+                "SELECT id, reference, type, status, due_date FROM dsar_datasubjectrequest"
+                " ORDER BY due_at, id LIMIT 100"
+            )
+            rows = c.fetchall()
+        return HttpResponse("\n".join(" ".join(map(str, r)) for r in rows))
+
+    factory = RequestFactory()
+
+    def baseline() -> float:
+        start = time.perf_counter()
+        bare_view(factory.get("/"))
+        return time.perf_counter() - start
+
+    ours()  # warm caches (templates, keys, the working-day index) as a running server has them
+    t_ours = min(ours() for _ in range(5))
+    t_base = min(baseline() for _ in range(5))
+    return {
+        "name": "admin change list at 1M requests",
+        "ours": f"{t_ours * 1000:.0f} ms",
+        "baseline": f"{t_base * 1000:.1f} ms (bare view)",
+        "ratio": t_ours / t_base,
+        "target": "<= 150 ms",
+        "ok": t_ours <= 0.150,
+    }
 
 
 def run() -> list[dict[str, object]]:

@@ -19,7 +19,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.translation import gettext as _
@@ -791,29 +791,48 @@ def reminders_sweep(*, now: datetime | None = None, batch: int = 500) -> int:
             return sent
         ids = [r[0] for r in rows]
         done = set(Reminder.objects.filter(request_id__in=ids).values_list("request_id", "threshold"))
+        wanted: list[tuple[int, str]] = []
         for pk, due_date, due_at in rows:
             if due_date is None or due_at is None:  # a running clock always has both
                 continue
             threshold = reminder_threshold(
                 left=index.working_days_between(today, due_date), overdue=now > due_at
             )
-            if threshold is None or (pk, threshold) in done:
-                continue
-            try:
-                with transaction.atomic():
-                    reminder = Reminder.objects.create(request_id=pk, threshold=threshold)
-                    outbox_enqueue("dsar.tasks.send_reminder", reminder_id=reminder.pk)
+            if threshold is not None and (pk, threshold) not in done:
+                wanted.append((pk, threshold))
+        if wanted:
+            # One transaction per batch: the rows that this sweep inserts (and only those: a
+            # concurrent sweep's rows conflict and are skipped) get their e-mail and audit entry.
+            with transaction.atomic():
+                for reminder_id, request_id, threshold in _insert_reminders(wanted, now):
+                    outbox_enqueue("dsar.tasks.send_reminder", reminder_id=reminder_id)
                     audit_log(
                         actor=SYSTEM,
                         action="request.reminder",
                         object_type="dsar.datasubjectrequest",
-                        object_id=str(pk),
+                        object_id=str(request_id),
                         data={"threshold": threshold},
                     )
-                sent += 1
-            except IntegrityError:  # another sweep got there first
-                continue
+                    sent += 1
         last_due, last_id = rows[-1][2], rows[-1][0]
+
+
+def _insert_reminders(wanted: list[tuple[int, str]], now: datetime) -> list[tuple[int, int, str]]:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING (PostgreSQL, SQLite >= 3.35): the unique
+    constraint decides who sends, in one statement for the whole batch."""
+    table = Reminder._meta.db_table
+    created = connection.ops.adapt_datetimefield_value(now)
+    values = ", ".join(["(%s, %s, %s)"] * len(wanted))
+    params: list[Any] = []
+    for request_id, threshold in wanted:
+        params.extend([request_id, threshold, created])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (request_id, threshold, created_at) VALUES {values} "  # noqa: S608 - no input
+            "ON CONFLICT (request_id, threshold) DO NOTHING RETURNING id, request_id, threshold",
+            params,
+        )
+        return [(int(r[0]), int(r[1]), str(r[2])) for r in cursor.fetchall()]
 
 
 def _end_of(day: date) -> datetime:

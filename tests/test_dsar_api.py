@@ -255,8 +255,8 @@ def _as(role: str, owner: User) -> Client:
         client.force_login(owner)
     elif role == "other subject":
         client.force_login(_subject_user())
-    elif role == "agent":
-        client.force_login(factories.staff(AGENT))
+    elif role in ("agent", "dpo", "auditor"):
+        client.force_login(factories.staff(role))
     return client
 
 
@@ -267,6 +267,8 @@ def _as(role: str, owner: User) -> Client:
         ("subject", {"list": 200, "create": 201, "detail": 200, "withdraw": 200}),
         ("other subject", {"list": 200, "create": 201, "detail": 404, "withdraw": 404}),
         ("agent", {"list": 403, "create": 403, "detail": 403, "withdraw": 403}),
+        ("dpo", {"list": 403, "create": 403, "detail": 403, "withdraw": 403}),
+        ("auditor", {"list": 403, "create": 403, "detail": 403, "withdraw": 403}),
     ],
 )
 def test_endpoint_permissions(role: str, expected: dict[str, int]) -> None:

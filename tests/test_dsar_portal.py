@@ -414,7 +414,11 @@ def test_find_answers_the_same_whether_or_not_the_request_exists(
     assert _without_tokens(real_page) == _without_tokens(fake_page)
     # Guessing behaves like a real wrong code, lock included.
     messages = [
-        " ".join(client.post(reverse("dsar:code"), {"code": "123456"}).context["form"].errors["code"])
+        " ".join(
+            client.post(reverse("dsar:code"), {"code": "123456"}, HTTP_ACCEPT_LANGUAGE="en")
+            .context["form"]
+            .errors["code"]
+        )
         for _ in range(6)
     ]
     assert messages[0] == str(services.CodeResult(False, "That code is not right.").reason)

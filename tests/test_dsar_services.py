@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -8,6 +9,7 @@ import pytest
 import time_machine
 from django.core.exceptions import ValidationError
 from django.db import connection
+from django.utils import translation
 
 from core.audit import SYSTEM, Actor, audit_verify
 from core.models import AuditEntry, OutboxMessage
@@ -18,6 +20,13 @@ from tests import factories
 from tests.conftest import ALL, Worker, wait_for
 
 pytestmark = pytest.mark.django_db(databases=ALL)
+
+
+@pytest.fixture(autouse=True)
+def _english() -> Iterator[None]:
+    # Messages are asserted in English; the site's default language is zh-hans.
+    with translation.override("en"):
+        yield
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 AGENT = Actor("user", "1")
 
@@ -117,7 +126,7 @@ def test_illegal_transitions_are_refused_with_a_message_and_change_nothing(
         request = _apply(request, step)
     before = (request.status, AuditEntry.objects.count())
 
-    with pytest.raises(services.TransitionError) as exc:
+    with pytest.raises(services.TransitionError) as exc, translation.override("en"):
         _apply(request, action)
 
     assert "cannot be" in exc.value.messages[0]
@@ -181,7 +190,7 @@ def test_email_code_expires_after_ten_minutes_and_locks_after_five_tries() -> No
     with time_machine.travel(_at(2026, 3, 2, 10) + timedelta(minutes=11), tick=False):
         assert services.challenge_verify(request=request, code=code).ok is False
 
-    with time_machine.travel(_at(2026, 3, 3, 10), tick=False):
+    with time_machine.travel(_at(2026, 3, 3, 10), tick=False), translation.override("en"):
         code = services.challenge_issue(request=request)
         wrong = "000000" if code != "000000" else "111111"
         results = [services.challenge_verify(request=request, code=wrong) for _ in range(5)]

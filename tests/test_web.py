@@ -41,3 +41,14 @@ def test_api_schema_and_docs_are_served_without_a_cdn(client: Client) -> None:
     assert b"openapi" in schema.content
     assert docs.status_code == 200
     assert b"cdn" not in docs.content.lower()
+
+
+def test_the_openapi_schema_validates_without_warnings(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from django.core.management import call_command
+
+    out = tmp_path / "schema.yaml"
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(out))
+    schema = out.read_text()
+    for path in ("/api/v1/requests/", "/api/v1/requests/{id}/withdraw/", "/api/v1/public/requests/",
+                 "/api/v1/public/requests/{id}/verify/"):
+        assert f"  {path}:" in schema

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import chinese_calendar
 import pytest
+from django.utils import translation
 
 from dsar.workdays import WorkdayIndex, workday_index
 from tests.conftest import ALL, manage
@@ -146,7 +147,7 @@ def test_import_workdays_rejects_malformed_schedules_with_a_message(
 
     from dsar.models import CalendarYear
 
-    with pytest.raises(CommandError, match=message):
+    with pytest.raises(CommandError, match=message), translation.override("en"):
         call_command("import_workdays", _schedule(tmp_path, payload))
     assert not CalendarYear.objects.filter(year=2027).exists()
 
