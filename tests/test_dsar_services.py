@@ -27,6 +27,8 @@ def _english() -> Iterator[None]:
     # Messages are asserted in English; the site's default language is zh-hans.
     with translation.override("en"):
         yield
+
+
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 AGENT = Actor("user", "1")
 

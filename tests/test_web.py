@@ -49,6 +49,10 @@ def test_the_openapi_schema_validates_without_warnings(tmp_path) -> None:  # typ
     out = tmp_path / "schema.yaml"
     call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(out))
     schema = out.read_text()
-    for path in ("/api/v1/requests/", "/api/v1/requests/{id}/withdraw/", "/api/v1/public/requests/",
-                 "/api/v1/public/requests/{id}/verify/"):
+    for path in (
+        "/api/v1/requests/",
+        "/api/v1/requests/{id}/withdraw/",
+        "/api/v1/public/requests/",
+        "/api/v1/public/requests/{id}/verify/",
+    ):
         assert f"  {path}:" in schema
