@@ -14,8 +14,14 @@ _READ = [
     "dsar.view_requestmessage",
     "dsar.view_calendarday",
     "dsar.view_calendaryear",
+    "consent.view_consentevent",
+    "consent.view_consentstate",
+    "consent.view_purpose",
+    "consent.view_policyversion",
+    "consent.view_guardianconsent",
 ]
 _WORK = [
+    "consent.add_guardianconsent",
     "dsar.work_request",
     "dsar.view_verification",
     "dsar.view_verificationdocument",
@@ -31,6 +37,13 @@ ROLES: dict[str, list[str]] = {
         *_READ,
         *_WORK,
         "dsar.reassign_request",
+        "consent.add_purpose",
+        "consent.change_purpose",
+        "consent.add_policyversion",
+        "consent.change_policyversion",
+        "consent.view_apikey",
+        "consent.add_apikey",
+        "consent.change_apikey",
         "dsar.add_calendarday",
         "dsar.change_calendarday",
         "dsar.delete_calendarday",
@@ -46,6 +59,7 @@ ROLES: dict[str, list[str]] = {
         "accounts.view_user",
         "core.view_jobstate",
         "core.view_outboxmessage",
+        "consent.view_apikey",
     ],
 }
 

@@ -242,6 +242,12 @@ QUANYI_MASTER_KEYS = [
 ]
 QUANYI_BLIND_INDEX_KEY = _require("QUANYI_BLIND_INDEX_KEY", "dev-only-blind-index-key")
 QUANYI_KEY_CACHE_SECONDS = env.int("QUANYI_KEY_CACHE_SECONDS", default=30)
+# Ed25519 seed (base64 of 32 bytes) that signs consent receipts; its public key is published.
+QUANYI_RECEIPT_SIGNING_KEY = _require(
+    "QUANYI_RECEIPT_SIGNING_KEY", "ZGV2LW9ubHktcmVjZWlwdC1rZXktMzItYnl0ZXMhISE="
+)
+QUANYI_CONTROLLER_NAME = env.str("QUANYI_CONTROLLER_NAME", default="Quanyi demo clinic software Ltd.")
+QUANYI_CONTROLLER_CONTACT = env.str("QUANYI_CONTROLLER_CONTACT", default="privacy@quanyi.localhost")
 
 # --- REST API --------------------------------------------------------------------------
 REST_FRAMEWORK = {

@@ -16,6 +16,8 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("requests/", include("dsar.urls")),
     path("api/v1/", include("dsar.api_urls")),
+    path("api/v1/", include("consent.api_urls")),
+    path("", include("consent.urls")),
     path("accounts/", include("allauth.urls")),
     path("_allauth/", include("allauth.headless.urls")),
     path("i18n/", include("django.conf.urls.i18n")),

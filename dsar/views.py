@@ -55,6 +55,7 @@ from dsar.models import (
     Status,
 )
 from dsar.notifications import requester_address
+from dsar.selectors import LIST_DEFERRED
 from dsar.workdays import working_days_left
 
 # --- Rate limits (fixed windows in the shared cache) -----------------------------------------
@@ -117,17 +118,6 @@ def own_requests(user: Any) -> QuerySet[DataSubjectRequest]:
     if subject_id is not None:
         mine |= Q(subject_id=subject_id, on_behalf=OnBehalf.SELF)
     return DataSubjectRequest.objects.filter(mine).order_by("-submitted_at", "-pk")
-
-
-# Encrypted columns a list never shows: each would be decrypted on load.
-LIST_DEFERRED = (
-    "requester_name",
-    "requester_email",
-    "requester_phone",
-    "details",
-    "answer",
-    "refusal_explanation",
-)
 
 
 def own_requests_for_list(user: Any) -> QuerySet[DataSubjectRequest]:

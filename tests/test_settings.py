@@ -14,6 +14,7 @@ PROD = {
     "SECRET_KEY": "k" * 20 + "-Zq8w3Lx0Pv7Rt2Yn5Mb9Kc4Hj6Gf1Ds3Ae7Wu0Io2",
     "QUANYI_MASTER_KEYS": generate_master_key(),
     "QUANYI_BLIND_INDEX_KEY": "blind-index-key-for-the-test-0123456789",
+    "QUANYI_RECEIPT_SIGNING_KEY": generate_master_key(),
     "ALLOWED_HOSTS": "privacy.example.cn",
     "DATABASE_URL": "sqlite:////tmp/quanyi-settings-test.sqlite3",
     "KEYSTORE_DATABASE_URL": "sqlite:////tmp/quanyi-settings-test-keys.sqlite3",
@@ -45,7 +46,9 @@ def test_check_deploy_is_clean_under_production_settings() -> None:
     assert "no issues" in result.stdout
 
 
-@pytest.mark.parametrize("missing", ["SECRET_KEY", "QUANYI_MASTER_KEYS", "QUANYI_BLIND_INDEX_KEY"])
+@pytest.mark.parametrize(
+    "missing", ["SECRET_KEY", "QUANYI_MASTER_KEYS", "QUANYI_BLIND_INDEX_KEY", "QUANYI_RECEIPT_SIGNING_KEY"]
+)
 def test_a_missing_secret_stops_start_up_naming_the_variable(missing: str) -> None:
     env = {k: v for k, v in PROD.items() if k != missing}
 

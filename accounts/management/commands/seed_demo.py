@@ -11,6 +11,7 @@ from django.db import transaction
 from accounts.models import DataSubject, User
 from accounts.roles import AGENT, AUDITOR, DPO
 from accounts.services import subject_create, subject_find
+from consent.demo import load_demo
 from core.audit import SYSTEM
 
 DEMO_PASSWORD = "quanyi-demo-2026"  # noqa: S105 - printed for the local demo; refused when DEBUG is off
@@ -72,6 +73,12 @@ class Command(BaseCommand):
             if role:
                 staff.groups.add(Group.objects.get(name=role))
             logins.append((email, f"staff: {role or 'superuser'} in /admin/"))
+
+        consent = load_demo()
+        self.stdout.write(
+            f"Consent demo: {consent['policies']} policy versions, {consent['purposes']} purposes, "
+            f"{consent['events']} new consent events for subject@demo.quanyi.cn."
+        )
 
         self.stdout.write(self.style.SUCCESS(f"Demo data ready. Logins (password for new ones: {password}):"))
         for email, what in logins:

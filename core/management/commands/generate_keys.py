@@ -15,3 +15,4 @@ class Command(BaseCommand):
         self.stdout.write(f"SECRET_KEY={secrets.token_urlsafe(50)}")
         self.stdout.write(f"QUANYI_MASTER_KEYS={generate_master_key()}")
         self.stdout.write(f"QUANYI_BLIND_INDEX_KEY={secrets.token_urlsafe(32)}")
+        self.stdout.write(f"QUANYI_RECEIPT_SIGNING_KEY={generate_master_key()}")

@@ -1,0 +1,561 @@
+"""REST API v1 for consents: serializers and views.
+
+Three audiences:
+
+* Signed-in subjects (browser session, or an app's allauth X-Session-Token) read their current
+  choices and their ledger, grant or withdraw, and download signed receipts of their own events.
+  Staff accounts have no choices of their own here (403); someone else's receipt answers 404.
+* Anyone reads the current privacy policy and the public key that verifies receipts.
+* The product's service accounts ask, with an API key and nothing else, whether they may
+  process a purpose for a subject, now or at a past moment.
+
+Bad input answers 400 with field messages, never 500.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import datetime
+from typing import Any, Final, cast
+
+from django.core.exceptions import ValidationError as DjangoValidationError
+from django.http import HttpRequest, HttpResponse
+from django.utils import timezone
+from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
+from django.views.decorators.http import require_safe
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from rest_framework import generics, serializers, status
+from rest_framework.exceptions import NotFound
+from rest_framework.parsers import JSONParser
+from rest_framework.permissions import AllowAny, BasePermission
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.throttling import BaseThrottle
+from rest_framework.views import APIView
+
+from accounts.models import DataSubject, User
+from accounts.services import subject_for_user
+from consent import receipts, services
+from consent.apikeys import CONSENT_CHECK
+from consent.authentication import ApiKeyAuthentication, HasScope
+from consent.models import ApiKey, ConsentEvent, ConsentState, PolicyVersion, Purpose
+from core.audit import Actor
+from core.ratelimit import rate_limited
+from dsar.api import DetailSerializer  # one shared "Detail" component in the schema
+
+MAX_BULK_CHECKS: Final = 500
+# Requests per API key and minute on the consent-check endpoints (a bulk call counts once).
+CHECK_LIMIT: int = 6000
+CHECK_WINDOW: Final = 60
+_REFERENCE = re.compile(r"DS-([0-9]{1,19})")
+_MAX_PK: Final = 2**63 - 1
+
+# Machine-readable reasons of the consent check (stable strings, deliberately not translated).
+UNKNOWN_SUBJECT: Final = "unknown subject"
+UNKNOWN_PURPOSE: Final = "unknown purpose"
+
+# --- Fields ------------------------------------------------------------------------------------
+
+
+class StrictBooleanField(serializers.BooleanField):
+    """Only JSON true or false: a separate consent must be explicit, not "yes" or 1."""
+
+    default_error_messages = {"invalid": gettext_lazy("Must be true or false.")}
+
+    def to_internal_value(self, data: Any) -> bool:
+        if not isinstance(data, bool):
+            self.fail("invalid")
+        return data
+
+
+class AwareDateTimeField(serializers.DateTimeField):
+    """ISO-8601 with a UTC offset: a moment of evidence must not depend on a server's zone."""
+
+    default_error_messages = {
+        "naive": gettext_lazy("Give the time with its UTC offset, e.g. 2026-03-02T10:00:00+08:00.")
+    }
+
+    def enforce_timezone(self, value: datetime) -> datetime:
+        if timezone.is_naive(value):
+            self.fail("naive")
+        return super().enforce_timezone(value)
+
+
+# --- Serializers -------------------------------------------------------------------------------
+
+
+class ConsentChoiceSerializer(serializers.Serializer):
+    """One active purpose and the subject's current answer to it."""
+
+    purpose = serializers.CharField(help_text="The purpose's code.")
+    name_zh = serializers.CharField()
+    name_en = serializers.CharField()
+    description_zh = serializers.CharField()
+    description_en = serializers.CharField()
+    legal_basis = serializers.CharField()
+    legal_basis_label = serializers.CharField()
+    needs_consent = serializers.BooleanField(help_text="False when another legal basis applies.")
+    # DRF pops declared fields off the class; the stubs only see Field.required (a bool).
+    required = serializers.BooleanField()  # type: ignore[assignment]
+    sensitive = serializers.BooleanField(help_text="Granting needs `separate: true`.")
+    marketing = serializers.BooleanField()
+    granted = serializers.BooleanField()
+    separate = serializers.BooleanField()
+    receipt_id = serializers.UUIDField(allow_null=True, help_text="The governing event, if any.")
+    since = serializers.DateTimeField(allow_null=True)
+
+
+class ConsentEventSerializer(serializers.ModelSerializer):
+    """One line of the subject's ledger (no staff identities, no evidence IP)."""
+
+    purpose = serializers.CharField(source="purpose.code", read_only=True)
+    action_label = serializers.CharField(source="get_action_display", read_only=True)
+    channel_label = serializers.CharField(source="get_channel_display", read_only=True)
+    policy_version = serializers.IntegerField(source="policy_version.version", read_only=True)
+    grants = serializers.BooleanField(read_only=True)
+
+    class Meta:
+        model = ConsentEvent
+        fields = [
+            "receipt_id",
+            "purpose",
+            "action",
+            "action_label",
+            "grants",
+            "channel",
+            "channel_label",
+            "separate",
+            "policy_version",
+            "occurred_at",
+        ]
+        read_only_fields = fields
+
+
+class ConsentRecordSerializer(serializers.Serializer):
+    purpose = serializers.CharField(max_length=64, help_text="The purpose's code.")
+    action = serializers.ChoiceField(
+        choices=[
+            (ConsentEvent.Action.GRANT.value, ConsentEvent.Action.GRANT.label),
+            (ConsentEvent.Action.WITHDRAW.value, ConsentEvent.Action.WITHDRAW.label),
+        ]
+    )
+    separate = StrictBooleanField(
+        default=False, help_text="A separate, explicit consent: required to grant a sensitive purpose."
+    )
+
+    def validate_purpose(self, value: str) -> Purpose:
+        purpose = Purpose.objects.filter(code=value).first()
+        if purpose is None:
+            raise serializers.ValidationError(_("There is no purpose with this code."))
+        return purpose
+
+
+class PolicySerializer(serializers.ModelSerializer):
+    change_kind_label = serializers.CharField(source="get_change_kind_display", read_only=True)
+
+    class Meta:
+        model = PolicyVersion
+        fields = [
+            "version",
+            "title_zh",
+            "title_en",
+            "summary_zh",
+            "summary_en",
+            "body_zh",
+            "body_en",
+            "material",
+            "change_kind",
+            "change_kind_label",
+            "effective_at",
+            "published_at",
+        ]
+        read_only_fields = fields
+
+
+class ReceiptKeySerializer(serializers.Serializer):
+    algorithm = serializers.CharField()
+    key_id = serializers.CharField(help_text="`signature.kid` of the receipts this key verifies.")
+    public_key_pem = serializers.CharField()
+
+
+class ReceiptSignatureSerializer(serializers.Serializer):
+    alg = serializers.CharField()
+    kid = serializers.CharField()
+    value = serializers.CharField(help_text="Base64 Ed25519 signature of the canonical receipt JSON.")
+
+
+class SignedReceiptSerializer(serializers.Serializer):
+    receipt = serializers.DictField(help_text="ISO/IEC TS 27560-shaped consent receipt.")
+    signature = ReceiptSignatureSerializer()
+
+
+class CheckQuerySerializer(serializers.Serializer):
+    subject = serializers.CharField(max_length=32, help_text="The subject's reference, e.g. DS-000123.")
+    purpose = serializers.CharField(max_length=64, help_text="The purpose's code.")
+    at = AwareDateTimeField(
+        required=False, help_text="Answer for this moment instead of now (ISO-8601 with offset)."
+    )
+
+
+class CheckResultSerializer(serializers.Serializer):
+    subject = serializers.CharField()
+    purpose = serializers.CharField()
+    at = serializers.DateTimeField(help_text="The moment the answer is for.")
+    allowed = serializers.BooleanField()
+    reason = serializers.CharField()
+    receipt_id = serializers.UUIDField(allow_null=True, help_text="The governing consent event.")
+    event_at = serializers.DateTimeField(allow_null=True)
+
+
+class CheckNotFoundSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+    reason = serializers.ChoiceField(choices=[UNKNOWN_SUBJECT, UNKNOWN_PURPOSE])
+
+
+class BulkCheckSerializer(serializers.Serializer):
+    checks = serializers.ListField(child=CheckQuerySerializer(), min_length=1, max_length=MAX_BULK_CHECKS)
+
+
+class BulkCheckResultSerializer(serializers.Serializer):
+    results = CheckResultSerializer(many=True, help_text="In the order of `checks`.")
+
+
+# --- Helpers -----------------------------------------------------------------------------------
+
+
+def _service_errors(exc: DjangoValidationError) -> serializers.ValidationError:
+    if hasattr(exc, "error_dict"):
+        return serializers.ValidationError(exc.message_dict)
+    return serializers.ValidationError({"non_field_errors": exc.messages})
+
+
+class IsSubject(BasePermission):
+    """Signed in as a data subject; staff accounts have no consents of their own."""
+
+    message = gettext_lazy("Only data subjects have consents here; staff see the ledger in the admin.")
+
+    def has_permission(self, request: Request, view: APIView) -> bool:
+        user = request.user
+        return bool(isinstance(user, User) and user.is_authenticated and not user.is_staff)
+
+
+def _subject(request: Request) -> DataSubject:
+    return subject_for_user(user=cast(User, request.user))
+
+
+def _choices(subject: DataSubject) -> list[dict[str, Any]]:
+    states = {
+        s.purpose_id: s
+        for s in ConsentState.objects.filter(subject=subject)
+        .select_related("event")
+        .only("purpose_id", "granted", "separate", "since", "event__receipt_id")
+    }
+    rows = []
+    for purpose in Purpose.objects.filter(active=True):
+        state = states.get(purpose.pk)
+        rows.append(
+            {
+                "purpose": purpose.code,
+                "name_zh": purpose.name_zh,
+                "name_en": purpose.name_en,
+                "description_zh": purpose.description_zh,
+                "description_en": purpose.description_en,
+                "legal_basis": purpose.legal_basis,
+                "legal_basis_label": str(purpose.get_legal_basis_display()),
+                "needs_consent": purpose.needs_consent,
+                "required": purpose.required,
+                "sensitive": purpose.sensitive,
+                "marketing": purpose.marketing,
+                "granted": bool(state and state.granted),
+                "separate": bool(state and state.separate),
+                "receipt_id": state.event.receipt_id if state else None,
+                "since": state.since if state else None,
+            }
+        )
+    return rows
+
+
+def _subject_pk(reference: str) -> int | None:
+    found = _REFERENCE.fullmatch(reference.strip())
+    if found is None:
+        return None
+    pk = int(found.group(1))
+    return pk if 0 < pk <= _MAX_PK else None
+
+
+def _result(
+    reference: str, code: str, at: datetime | None, decision: services.Decision | None, reason: str = ""
+) -> dict[str, Any]:
+    event = decision.event if decision else None
+    return {
+        "subject": reference,
+        "purpose": code,
+        "at": at or timezone.now(),
+        "allowed": bool(decision and decision.allowed),
+        "reason": decision.reason if decision else reason,
+        "receipt_id": event.receipt_id if event else None,
+        "event_at": event.occurred_at if event else None,
+    }
+
+
+class ConsentCheckThrottle(BaseThrottle):
+    """Per API key, in the shared cache (so the limit holds across processes)."""
+
+    def allow_request(self, request: Request, view: APIView) -> bool:
+        key = request.auth
+        if not isinstance(key, ApiKey):
+            return True
+        return not rate_limited("consent-check", key.prefix, limit=CHECK_LIMIT, window=CHECK_WINDOW)
+
+    def wait(self) -> float:
+        return float(CHECK_WINDOW)
+
+
+_400 = OpenApiResponse(description="Invalid input: field messages.")
+_DENIED = OpenApiResponse(DetailSerializer, description="Not signed in, or a staff account.")
+_NO_KEY = OpenApiResponse(DetailSerializer, description="No API key, or an invalid or revoked one.")
+_NO_SCOPE = OpenApiResponse(DetailSerializer, description="The key lacks the `consent:check` scope.")
+_LIMITED = OpenApiResponse(DetailSerializer, description="Too many requests for this key: try again later.")
+_RECEIPT_ID = OpenApiParameter("receipt_id", OpenApiTypes.UUID, OpenApiParameter.PATH)
+
+# --- Subjects ----------------------------------------------------------------------------------
+
+
+class ConsentListRecord(APIView):
+    permission_classes = [IsSubject]
+    parser_classes = [JSONParser]
+
+    @extend_schema(
+        summary="Your current consent choices",
+        description="Every active purpose, with your current answer and the event that governs it.",
+        responses={200: ConsentChoiceSerializer(many=True), 403: _DENIED},
+    )
+    def get(self, request: Request) -> Response:
+        rows = _choices(_subject(request))
+        return Response(ConsentChoiceSerializer(rows, many=True).data)
+
+    @extend_schema(
+        summary="Grant or withdraw consent to a purpose",
+        description="A withdrawal takes effect from its own moment; it does not undo processing "
+        "that happened while consent was given. A sensitive purpose is granted only with "
+        "`separate: true`. Repeating a choice records nothing and answers 200 with the event "
+        "that already governs it.",
+        request=ConsentRecordSerializer,
+        responses={201: ConsentEventSerializer, 200: ConsentEventSerializer, 400: _400, 403: _DENIED},
+    )
+    def post(self, request: Request) -> Response:
+        data = ConsentRecordSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        purpose: Purpose = data.validated_data["purpose"]
+        subject = _subject(request)
+        user = cast(User, request.user)
+        http = request._request
+        latest = (
+            ConsentEvent.objects.filter(subject=subject, purpose=purpose)
+            .order_by("-id")
+            .values_list("pk", flat=True)
+            .first()
+        )
+        try:
+            event = services.consent_record(
+                subject=subject,
+                purpose=purpose,
+                action=data.validated_data["action"],
+                channel=ConsentEvent.Channel.API,
+                actor=Actor.of(user),
+                user=user,
+                separate=data.validated_data["separate"],
+                ip=http.META.get("REMOTE_ADDR", ""),
+                user_agent=http.META.get("HTTP_USER_AGENT", ""),
+            )
+        except DjangoValidationError as exc:
+            raise _service_errors(exc) from None
+        created = event.pk != latest
+        return Response(
+            ConsentEventSerializer(event).data,
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+
+class ConsentHistory(generics.ListAPIView):
+    permission_classes = [IsSubject]
+    serializer_class = ConsentEventSerializer
+
+    def get_queryset(self) -> Any:
+        if getattr(self, "swagger_fake_view", False):
+            return ConsentEvent.objects.none()
+        return (
+            ConsentEvent.objects.filter(subject=_subject(self.request))
+            .select_related("purpose", "policy_version")
+            .order_by("-occurred_at", "-id")
+        )
+
+    @extend_schema(
+        summary="Your consent ledger, newest first",
+        responses={200: ConsentEventSerializer(many=True), 403: _DENIED},
+    )
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+
+class ConsentReceipt(APIView):
+    permission_classes = [IsSubject]
+
+    @extend_schema(
+        summary="The signed receipt of one of your consent events",
+        description="Verify it with the key at /api/v1/receipt-key/: Ed25519 over the receipt "
+        "serialised as JSON with sorted keys, no spaces, UTF-8.",
+        parameters=[_RECEIPT_ID],
+        responses={200: SignedReceiptSerializer, 403: _DENIED, 404: DetailSerializer},
+    )
+    def get(self, request: Request, receipt_id: str) -> Response:
+        try:
+            wanted = uuid.UUID(receipt_id)
+        except ValueError:
+            raise NotFound() from None
+        user = cast(User, request.user)
+        # Looked up, not created: asking for a receipt records nothing unless one is issued.
+        event = (
+            ConsentEvent.objects.filter(receipt_id=wanted, subject__user=user)
+            .select_related("subject", "purpose", "policy_version")
+            .first()
+        )
+        if event is None:
+            raise NotFound()
+        response = Response(services.receipt_issue(event=event, actor=Actor.of(user)))
+        response["Content-Disposition"] = f'attachment; filename="consent-receipt-{event.receipt_id}.json"'
+        return response
+
+
+# --- Public ------------------------------------------------------------------------------------
+
+
+class CurrentPolicy(APIView):
+    # Nothing ambient is used, so no session and no CSRF.
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        summary="The privacy policy in force",
+        responses={200: PolicySerializer, 404: DetailSerializer},
+        auth=[],
+    )
+    def get(self, request: Request) -> Response:
+        policy = services.current_policy()
+        if policy is None:
+            raise NotFound(_("No privacy policy is published yet."))
+        return Response(PolicySerializer(policy).data)
+
+
+class ReceiptKey(APIView):
+    authentication_classes: list[Any] = []
+    permission_classes = [AllowAny]
+
+    @extend_schema(
+        summary="The public key that verifies consent receipts",
+        description="The same PEM is served as text/plain at /.well-known/quanyi-receipt-key.pem.",
+        responses={200: ReceiptKeySerializer},
+        auth=[],
+    )
+    def get(self, request: Request) -> Response:
+        return Response(
+            {"algorithm": "Ed25519", "key_id": receipts.key_id(), "public_key_pem": receipts.public_key_pem()}
+        )
+
+
+@require_safe
+def receipt_key_pem(request: HttpRequest) -> HttpResponse:
+    """/.well-known/quanyi-receipt-key.pem: the receipt key where verifiers look for it."""
+    response = HttpResponse(receipts.public_key_pem(), content_type="text/plain; charset=utf-8")
+    response["Cache-Control"] = "public, max-age=3600"
+    return response
+
+
+# --- Service accounts --------------------------------------------------------------------------
+
+
+class _ConsentCheckBase(APIView):
+    # Only an API key: a browser session must never be able to query other people's consents.
+    authentication_classes = [ApiKeyAuthentication]
+    permission_classes = [HasScope]
+    throttle_classes = [ConsentCheckThrottle]
+    required_scopes = [CONSENT_CHECK]
+
+
+class ConsentCheck(_ConsentCheckBase):
+    @extend_schema(
+        summary="May the product process this purpose for this subject?",
+        description="Answers for now, or for the moment `at`: a withdrawal is not retroactive, so "
+        "a moment before it still answers from the consent given then.",
+        parameters=[CheckQuerySerializer],
+        responses={
+            200: CheckResultSerializer,
+            400: _400,
+            401: _NO_KEY,
+            403: _NO_SCOPE,
+            404: CheckNotFoundSerializer,
+            429: _LIMITED,
+        },
+    )
+    def get(self, request: Request) -> Response:
+        query = CheckQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        reference, code = query.validated_data["subject"], query.validated_data["purpose"]
+        at = query.validated_data.get("at")
+        pk = _subject_pk(reference)
+        subject = DataSubject.objects.filter(pk=pk).first() if pk else None
+        if subject is None:
+            body = {"detail": _("No data subject has this reference."), "reason": UNKNOWN_SUBJECT}
+            return Response(body, status=status.HTTP_404_NOT_FOUND)
+        purpose = Purpose.objects.filter(code=code).first()
+        if purpose is None:
+            body = {"detail": _("There is no purpose with this code."), "reason": UNKNOWN_PURPOSE}
+            return Response(body, status=status.HTTP_404_NOT_FOUND)
+        decision = services.may_process(subject=subject, purpose=purpose, at=at)
+        return Response(CheckResultSerializer(_result(reference, code, at, decision)).data)
+
+
+class ConsentCheckBulk(_ConsentCheckBase):
+    parser_classes = [JSONParser]
+
+    @extend_schema(
+        summary="Many consent checks in one call",
+        description=f"At most {MAX_BULK_CHECKS} checks. An unknown subject or purpose answers "
+        '`allowed: false` with reason "unknown subject" or "unknown purpose" for that check.',
+        request=BulkCheckSerializer,
+        responses={
+            200: BulkCheckResultSerializer,
+            400: _400,
+            401: _NO_KEY,
+            403: _NO_SCOPE,
+            429: _LIMITED,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        data = BulkCheckSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        checks: list[dict[str, Any]] = data.validated_data["checks"]
+        pks = {c["subject"]: _subject_pk(c["subject"]) for c in checks}
+        subjects = DataSubject.objects.in_bulk({pk for pk in pks.values() if pk})
+        purposes = Purpose.objects.in_bulk({c["purpose"] for c in checks}, field_name="code")
+        answered: dict[tuple[int, int, datetime | None], services.Decision] = {}
+        results = []
+        for check in checks:
+            reference, code, at = check["subject"], check["purpose"], check.get("at")
+            pk = pks[reference]
+            subject = subjects.get(pk) if pk else None
+            purpose = purposes.get(code)
+            if subject is None:
+                results.append(_result(reference, code, at, None, UNKNOWN_SUBJECT))
+                continue
+            if purpose is None:
+                results.append(_result(reference, code, at, None, UNKNOWN_PURPOSE))
+                continue
+            seen = (subject.pk, purpose.pk, at)
+            if seen not in answered:
+                answered[seen] = services.may_process(subject=subject, purpose=purpose, at=at)
+            results.append(_result(reference, code, at, answered[seen]))
+        return Response({"results": CheckResultSerializer(results, many=True).data})

@@ -1,0 +1,101 @@
+"""API keys for the product's service accounts (the consent-check API).
+
+A key is shown once, as `<prefix>.<secret>`. Only the prefix (to find the row) and the SHA-256
+of the secret are stored, so a copy of the database does not hand out working keys. The secret
+has 256 bits of entropy, which is why a plain hash (not a slow password hash) is enough.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from datetime import timedelta
+from typing import Final
+
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from consent.models import ApiKey
+from core.audit import SYSTEM, Actor, audit_log
+
+CONSENT_CHECK: Final = "consent:check"
+SCOPES: Final = frozenset({CONSENT_CHECK})
+PREFIX_LENGTH: Final = 8
+TOUCH_INTERVAL: Final = timedelta(minutes=1)
+
+# Compared against when the prefix is unknown, so that a miss costs about what a hit does.
+_NO_HASH: Final = hashlib.sha256(b"no such key").hexdigest()
+
+
+def secret_hash(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def _new_prefix() -> str:
+    # token_urlsafe never yields ".", the separator of prefix and secret.
+    return secrets.token_urlsafe(6)[:PREFIX_LENGTH]
+
+
+def api_key_create(*, name: str, scopes: list[str], actor: Actor = SYSTEM) -> tuple[ApiKey, str]:
+    """Create a key; returns it with its plaintext, which is not kept anywhere."""
+    name = name.strip()
+    if not name:
+        raise ValidationError({"name": _("Name the service account the key is for.")})
+    unknown = sorted(set(scopes) - SCOPES)
+    if unknown:
+        raise ValidationError({"scopes": _("Unknown scope: %(scopes)s.") % {"scopes": ", ".join(unknown)}})
+    secret = secrets.token_urlsafe(32)
+    for _attempt in range(5):
+        prefix = _new_prefix()
+        try:
+            with transaction.atomic():
+                key = ApiKey.objects.create(
+                    name=name[:100],
+                    prefix=prefix,
+                    key_hash=secret_hash(secret),
+                    scopes=sorted(set(scopes)),
+                )
+                audit_log(
+                    actor=actor,
+                    action="apikey.created",
+                    obj=key,
+                    data={"name": key.name, "prefix": prefix, "scopes": list(key.scopes)},
+                )
+        except IntegrityError:  # the prefix is taken (48 random bits: practically never)
+            continue
+        return key, f"{prefix}.{secret}"
+    raise RuntimeError("could not find a free API key prefix")
+
+
+@transaction.atomic
+def api_key_revoke(*, key: ApiKey, actor: Actor = SYSTEM) -> ApiKey:
+    """Revoke a key at once. Revoking a revoked key changes nothing."""
+    now = timezone.now()
+    if ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=now) == 1:
+        audit_log(actor=actor, action="apikey.revoked", obj=key, data={"prefix": key.prefix})
+    key.refresh_from_db()
+    return key
+
+
+def api_key_authenticate(*, presented: str) -> ApiKey | None:
+    """The live key behind `<prefix>.<secret>`, or None (unknown, wrong secret or revoked)."""
+    prefix, dot, secret = presented.partition(".")
+    if not dot or len(prefix) != PREFIX_LENGTH or not secret:
+        return None
+    key = ApiKey.objects.filter(prefix=prefix).first()
+    matches = hmac.compare_digest(secret_hash(secret), key.key_hash if key else _NO_HASH)
+    if key is None or not matches or key.revoked_at is not None:
+        return None
+    return key
+
+
+def api_key_touch(*, key: ApiKey) -> None:
+    """Record use, at most once a minute per key: one conditional UPDATE, not a write per call."""
+    now = timezone.now()
+    stale = Q(last_used_at__isnull=True) | Q(last_used_at__lte=now - TOUCH_INTERVAL)
+    if ApiKey.objects.filter(stale, pk=key.pk).update(last_used_at=now) == 1:
+        key.last_used_at = now

@@ -1,0 +1,237 @@
+from __future__ import annotations
+
+import uuid
+from typing import Any, NoReturn
+
+from django.conf import settings
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from accounts.models import DataSubject
+from core.fields import BlindIndexField, EncryptedTextField
+
+
+class ChangeKind(models.TextChoices):
+    # Seed 000 §8 (1)–(6): what makes a policy change material.
+    SERVICE_MODEL = (
+        "service_model",
+        _("(1) major change of the service model: purposes, types or use of personal information"),
+    )
+    OWNERSHIP = "ownership", _("(2) major change of ownership or organisation")
+    RECIPIENTS = "recipients", _("(3) change of the main recipients of sharing, transfer or disclosure")
+    RIGHTS = "rights", _("(4) major change of your rights and how to exercise them")
+    CONTACT = "contact", _("(5) change of the department responsible, contact or complaint channel")
+    HIGH_RISK = "high_risk", _("(6) an impact assessment shows a high risk")
+
+
+class PolicyVersion(models.Model):
+    version = models.PositiveIntegerField(_("version"), unique=True)
+    title_zh = models.CharField(_("title (Chinese)"), max_length=200)
+    title_en = models.CharField(_("title (English)"), max_length=200)
+    body_zh = models.TextField(_("text (Chinese)"))
+    body_en = models.TextField(_("text (English)"))
+    summary_zh = models.TextField(_("change summary (Chinese)"), blank=True)
+    summary_en = models.TextField(_("change summary (English)"), blank=True)
+    material = models.BooleanField(_("material change"), default=False)
+    change_kind = models.CharField(_("kind of change"), max_length=16, choices=ChangeKind.choices, blank=True)
+    effective_at = models.DateTimeField(_("effective from"))
+    published_at = models.DateTimeField(_("published at"), null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-version"]
+        verbose_name = _("privacy policy version")
+        verbose_name_plural = _("privacy policy versions")
+
+    def __str__(self) -> str:
+        return f"v{self.version}"
+
+    def localised(self, field: str, language: str) -> str:
+        return str(getattr(self, f"{field}_{'zh' if language.startswith('zh') else 'en'}"))
+
+
+class LegalBasis(models.TextChoices):
+    # PIPL Art. 13.
+    CONSENT = "consent", _("consent")
+    CONTRACT = "contract", _("necessary for a contract with the individual")
+    LEGAL_DUTY = "legal_duty", _("necessary for a legal duty")
+    VITAL_INTERESTS = "vital_interests", _("necessary to protect life, health or property in an emergency")
+    PUBLIC_INTEREST = "public_interest", _("news reporting or supervision in the public interest")
+    PUBLIC_INFORMATION = "public_information", _("information already lawfully public")
+
+
+class Purpose(models.Model):
+    code = models.SlugField(_("code"), max_length=64, unique=True)
+    name_zh = models.CharField(_("name (Chinese)"), max_length=200)
+    name_en = models.CharField(_("name (English)"), max_length=200)
+    description_zh = models.TextField(_("description (Chinese)"))
+    description_en = models.TextField(_("description (English)"))
+    legal_basis = models.CharField(
+        _("legal basis"), max_length=24, choices=LegalBasis.choices, default=LegalBasis.CONSENT
+    )
+    required = models.BooleanField(
+        _("required for the service"),
+        default=False,
+        help_text=_(
+            "refusing it means the service cannot be provided; optional purposes never cost the service"
+        ),
+    )
+    sensitive = models.BooleanField(
+        _("sensitive personal information"),
+        default=False,
+        help_text=_("needs separate consent (PIPL Art. 29)"),
+    )
+    categories = models.JSONField(_("categories of personal information"), default=list, blank=True)
+    recipients = models.JSONField(_("recipients it shares with"), default=list, blank=True)
+    retention = models.CharField(_("retention"), max_length=200, blank=True)
+    marketing = models.BooleanField(_("marketing (one-click unsubscribe)"), default=False)
+    active = models.BooleanField(_("active"), default=True)
+    order = models.PositiveSmallIntegerField(default=0)
+
+    class Meta:
+        ordering = ["order", "code"]
+        verbose_name = _("purpose")
+        verbose_name_plural = _("purposes")
+
+    def __str__(self) -> str:
+        return self.code
+
+    def localised(self, field: str, language: str) -> str:
+        return str(getattr(self, f"{field}_{'zh' if language.startswith('zh') else 'en'}"))
+
+    @property
+    def needs_consent(self) -> bool:
+        return self.legal_basis == LegalBasis.CONSENT
+
+
+class ConsentEventQuerySet(models.QuerySet["ConsentEvent"]):
+    def update(self, **kwargs: Any) -> NoReturn:
+        raise RuntimeError("The consent ledger is append-only.")
+
+    def delete(self) -> NoReturn:  # type: ignore[override]
+        raise RuntimeError("The consent ledger is append-only.")
+
+
+class ConsentEvent(models.Model):
+    """One line of the append-only consent ledger. Current state is derived from it (and
+    kept in ConsentState in the same transaction for fast reads)."""
+
+    class Action(models.TextChoices):
+        GRANT = "grant", _("granted")
+        WITHDRAW = "withdraw", _("withdrawn")
+        RENEW = "renew", _("renewed")
+        EXPIRE = "expire", _("expired")
+        DECLINE = "decline", _("declined")
+
+    class Channel(models.TextChoices):
+        WEB = "web", _("web portal")
+        API = "api", _("API")
+        STAFF = "staff", _("staff on the subject's behalf")
+        GUARDIAN = "guardian", _("guardian")
+        EMAIL = "email", _("e-mail link")
+        SYSTEM = "system", _("system")
+
+    receipt_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    subject = models.ForeignKey(DataSubject, on_delete=models.PROTECT, related_name="consent_events")
+    purpose = models.ForeignKey(Purpose, on_delete=models.PROTECT, related_name="events")
+    policy_version = models.ForeignKey(PolicyVersion, on_delete=models.PROTECT, related_name="+")
+    action = models.CharField(max_length=10, choices=Action.choices)
+    channel = models.CharField(max_length=10, choices=Channel.choices)
+    separate = models.BooleanField(default=False, help_text=_("a separate consent for sensitive information"))
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reason = models.CharField(_("reason (staff or guardian)"), max_length=300, blank=True)
+    evidence_ip = models.CharField(max_length=48, blank=True, help_text=_("truncated: /24 or /48"))
+    evidence_user_agent = models.CharField(max_length=200, blank=True)
+    occurred_at = models.DateTimeField(db_index=True)
+
+    objects = ConsentEventQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["occurred_at", "id"]
+        indexes = [models.Index(fields=["subject", "purpose", "occurred_at"], name="consent_ledger_lookup")]
+        verbose_name = _("consent event")
+        verbose_name_plural = _("consent ledger")
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.purpose_id} @ {self.occurred_at:%Y-%m-%d}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if not self._state.adding:
+            raise RuntimeError("The consent ledger is append-only.")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise RuntimeError("The consent ledger is append-only.")
+
+    @property
+    def grants(self) -> bool:
+        return self.action in (self.Action.GRANT, self.Action.RENEW)
+
+
+class ConsentState(models.Model):
+    """The current answer per subject and purpose, maintained with each event: a primary-key
+    read instead of a scan of the ledger."""
+
+    subject = models.ForeignKey(DataSubject, on_delete=models.CASCADE, related_name="+")
+    purpose = models.ForeignKey(Purpose, on_delete=models.CASCADE, related_name="+")
+    granted = models.BooleanField()
+    separate = models.BooleanField(default=False)
+    event = models.ForeignKey(ConsentEvent, on_delete=models.PROTECT, related_name="+")
+    since = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["subject", "purpose"], name="consent_state_one")]
+        verbose_name = _("current consent")
+
+    def __str__(self) -> str:
+        return f"{self.subject_id}/{self.purpose_id}={self.granted}"
+
+
+class GuardianConsent(models.Model):
+    """A guardian's consent for a child under 14 (seed 000 §5, PIPL Art. 31)."""
+
+    class Verification(models.TextChoices):
+        DOCUMENTS = "documents", _("documents checked by staff")
+        IN_PERSON = "in_person", _("in person at the clinic")
+        ACCOUNT = "account", _("the guardian's own verified account")
+
+    subject = models.ForeignKey(DataSubject, on_delete=models.PROTECT, related_name="guardian_consents")
+    guardian_name = EncryptedTextField(_("guardian name"))
+    relationship = models.CharField(_("relationship"), max_length=50)
+    guardian_contact = EncryptedTextField(_("guardian contact"))
+    guardian_contact_index = BlindIndexField(source="guardian_contact", kind="email")
+    guardian_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="wards"
+    )
+    verification = models.CharField(_("how it was verified"), max_length=16, choices=Verification.choices)
+    recorded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    recorded_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("guardian consent")
+
+    def __str__(self) -> str:
+        return f"guardian of {self.subject_id}"
+
+
+class ApiKey(models.Model):
+    """A product service account's key for the consent-check API. Only a hash is stored."""
+
+    name = models.CharField(_("name"), max_length=100)
+    prefix = models.CharField(max_length=12, unique=True)
+    key_hash = models.CharField(max_length=64)
+    scopes = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("API key")
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"

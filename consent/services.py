@@ -1,0 +1,235 @@
+"""Consent: an append-only ledger and the current state derived from it.
+
+Every grant, withdrawal, renewal or expiry is a new ConsentEvent; ConsentState (one row per
+subject and purpose) is updated in the same transaction, together with the audit entry.
+Withdrawal takes effect from its own timestamp: `may_process(at=...)` for an earlier moment
+still answers from the events before it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from datetime import date, datetime
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+from django.utils.translation import gettext as _
+
+from accounts.models import DataSubject, User
+from consent.models import ConsentEvent, ConsentState, GuardianConsent, PolicyVersion, Purpose
+from core.audit import Actor, audit_log
+
+CHILD_AGE = 14
+
+
+def current_policy(at: datetime | None = None) -> PolicyVersion | None:
+    at = at or timezone.now()
+    return (
+        PolicyVersion.objects.filter(published_at__isnull=False, effective_at__lte=at)
+        .order_by("-version")
+        .first()
+    )
+
+
+def truncate_ip(ip: str) -> str:
+    """Keep the network, not the host: /24 for IPv4, /48 for IPv6."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return ""
+    prefix = 24 if address.version == 4 else 48
+    return str(ipaddress.ip_network(f"{address}/{prefix}", strict=False))
+
+
+def age_on(subject: DataSubject, day: date) -> int | None:
+    if not subject.birth_date:
+        return None
+    try:
+        born = date.fromisoformat(subject.birth_date)
+    except ValueError:
+        return None
+    return day.year - born.year - ((day.month, day.day) < (born.month, born.day))
+
+
+def is_child(subject: DataSubject, at: datetime | None = None) -> bool:
+    age = age_on(subject, (at or timezone.now()).date())
+    return age is not None and age < CHILD_AGE
+
+
+def guardian_consent_active(subject: DataSubject, at: datetime | None = None) -> GuardianConsent | None:
+    at = at or timezone.now()
+    return (
+        GuardianConsent.objects.filter(subject=subject, recorded_at__lte=at)
+        .exclude(revoked_at__lte=at)
+        .order_by("-recorded_at")
+        .first()
+    )
+
+
+@transaction.atomic
+def consent_record(
+    *,
+    subject: DataSubject,
+    purpose: Purpose,
+    action: str,
+    channel: str,
+    actor: Actor,
+    user: User | None = None,
+    separate: bool = False,
+    reason: str = "",
+    ip: str = "",
+    user_agent: str = "",
+) -> ConsentEvent:
+    """Append one event and move the current state. Granting what is already granted (under
+    the same policy version and with the same separateness) or withdrawing what is not
+    granted changes nothing and returns the governing event."""
+    if action not in ConsentEvent.Action.values:
+        raise ValidationError({"action": _("Unknown consent action.")})
+    if channel not in ConsentEvent.Channel.values:
+        raise ValidationError({"channel": _("Unknown channel.")})
+    if not purpose.active:
+        raise ValidationError({"purpose": _("This purpose is no longer in use.")})
+    if not purpose.needs_consent:
+        raise ValidationError(
+            {
+                "purpose": _(
+                    "This purpose rests on another legal basis, not on consent: there is nothing to change."
+                )
+            }
+        )
+    if channel == ConsentEvent.Channel.STAFF and not reason.strip():
+        raise ValidationError({"reason": _("Staff acting for a subject must say why.")})
+    grants = action in (ConsentEvent.Action.GRANT, ConsentEvent.Action.RENEW)
+    if grants and purpose.sensitive and not separate:
+        raise ValidationError(
+            {"separate": _("Sensitive personal information needs a separate, explicit consent.")}
+        )
+    if channel == ConsentEvent.Channel.GUARDIAN and guardian_consent_active(subject) is None:
+        raise ValidationError({"channel": _("No guardian consent is recorded for this subject.")})
+    policy = current_policy()
+    if policy is None:
+        raise ValidationError(_("No privacy policy is published yet."))
+
+    state = ConsentState.objects.select_for_update().filter(subject=subject, purpose=purpose).first()
+    if state is not None and action != ConsentEvent.Action.RENEW:
+        governing = state.event
+        same_grant = (
+            grants
+            and state.granted
+            and governing.policy_version_id == policy.pk
+            and (state.separate or not separate)
+        )
+        if same_grant or (not grants and not state.granted):
+            return governing
+    if state is None and not grants:
+        # Nothing to withdraw: record the refusal itself (a "decline" is evidence too).
+        action = ConsentEvent.Action.DECLINE if action == ConsentEvent.Action.WITHDRAW else action
+
+    now = timezone.now()
+    event = ConsentEvent.objects.create(
+        subject=subject,
+        purpose=purpose,
+        policy_version=policy,
+        action=action,
+        channel=channel,
+        separate=separate and grants,
+        actor=user,
+        reason=reason.strip()[:300],
+        evidence_ip=truncate_ip(ip),
+        evidence_user_agent=user_agent[:200],
+        occurred_at=now,
+    )
+    ConsentState.objects.update_or_create(
+        subject=subject,
+        purpose=purpose,
+        defaults={"granted": grants, "separate": separate and grants, "event": event, "since": now},
+    )
+    audit_log(
+        actor=actor,
+        action=f"consent.{action}",
+        obj=subject,
+        data={"purpose": purpose.code, "event": event.pk, "channel": channel, "policy": policy.version},
+    )
+    return event
+
+
+def receipt_issue(*, event: ConsentEvent, actor: Actor) -> dict[str, object]:
+    """The signed receipt of one event; every issue is audited."""
+    from consent import receipts
+
+    signed = receipts.receipt_sign(event)
+    audit_log(
+        actor=actor,
+        action="consent.receipt_downloaded",
+        obj=event.subject,
+        data={"event": event.pk, "receipt_id": str(event.receipt_id), "purpose": event.purpose.code},
+    )
+    return signed
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: str
+    event: ConsentEvent | None = None
+
+
+def may_process(*, subject: DataSubject, purpose: Purpose, at: datetime | None = None) -> Decision:
+    """May the product process `purpose` for `subject` at `at` (default now)?"""
+    if not purpose.needs_consent:
+        return Decision(True, f"legal basis: {purpose.legal_basis}")
+    if at is None:
+        state = ConsentState.objects.select_related("event").filter(subject=subject, purpose=purpose).first()
+        event = state.event if state else None
+    else:
+        event = (
+            ConsentEvent.objects.filter(subject=subject, purpose=purpose, occurred_at__lte=at)
+            .order_by("-occurred_at", "-id")
+            .first()
+        )
+    if event is None:
+        return Decision(False, "no consent recorded")
+    if not event.grants:
+        past = {"withdraw": "withdrawn", "decline": "declined", "expire": "expired"}
+        return Decision(False, f"consent {past.get(event.action, event.action)}", event)
+    if purpose.sensitive and not event.separate:
+        return Decision(False, "sensitive purpose without separate consent", event)
+    if not purpose.required and is_child(subject, at) and guardian_consent_active(subject, at) is None:
+        return Decision(False, "child under 14 without guardian consent", event)
+    return Decision(True, "consent granted", event)
+
+
+@transaction.atomic
+def guardian_consent_record(
+    *,
+    subject: DataSubject,
+    actor: Actor,
+    guardian_name: str,
+    relationship: str,
+    guardian_contact: str,
+    verification: str,
+    recorded_by: User | None = None,
+    guardian_user: User | None = None,
+) -> GuardianConsent:
+    if verification not in GuardianConsent.Verification.values:
+        raise ValidationError({"verification": _("Say how the guardian was verified.")})
+    if not guardian_name.strip() or not relationship.strip() or not guardian_contact.strip():
+        raise ValidationError(_("Name, relationship and contact of the guardian are required."))
+    record = GuardianConsent.objects.create(
+        subject=subject,
+        guardian_name=guardian_name.strip(),
+        relationship=relationship.strip()[:50],
+        guardian_contact=guardian_contact.strip().lower(),
+        verification=verification,
+        recorded_by=recorded_by,
+        guardian_user=guardian_user,
+    )
+    audit_log(
+        actor=actor,
+        action="consent.guardian_recorded",
+        obj=subject,
+        data={"guardian_consent": record.pk, "verification": verification},
+    )
+    return record

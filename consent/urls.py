@@ -1,0 +1,15 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from consent import views
+
+app_name = "consent"
+urlpatterns = [
+    path("consents/", views.mine, name="mine"),
+    path("consents/receipt/<uuid:receipt_id>/", views.receipt, name="receipt"),
+    path(".well-known/quanyi-receipt-key.pem", views.receipt_key, name="receipt_key"),
+    path("policy/", views.policy, name="policy"),
+    path("policy/history/", views.policy_history, name="policy_history"),
+    path("policy/diff/", views.policy_diff, name="policy_diff"),
+]
