@@ -16,12 +16,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import User
 from consent import services
+from consent.apikeys import api_key_revoke
 from consent.forms import GuardianConsentAddForm, PurposeAdminForm
 from consent.models import ApiKey, ConsentEvent, ConsentState, GuardianConsent, PolicyVersion, Purpose
 from core.admin import ReadOnlyAdmin
@@ -293,3 +295,18 @@ class ApiKeyAdmin(ReadOnlyAdmin):
     list_filter = ["revoked_at"]
     fields = API_KEY_FIELDS
     readonly_fields = API_KEY_FIELDS
+    actions = ["revoke"]
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)
+        if not request.user.has_perm("consent.change_apikey"):
+            actions.pop("revoke", None)
+        return actions
+
+    @admin.action(description=_("Revoke the selected keys now"))
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiKey]) -> None:
+        if not request.user.has_perm("consent.change_apikey"):
+            raise PermissionDenied
+        for key in queryset.filter(revoked_at__isnull=True):
+            api_key_revoke(key=key, actor=Actor.of(request.user))
+        self.message_user(request, _("The selected keys are revoked."))

@@ -69,6 +69,7 @@ def post_choice(client: Client, purpose: str, action: str, **extra: str) -> Http
             {"purpose": purpose, "action": action, **extra},
             REMOTE_ADDR="203.0.113.77",
             HTTP_USER_AGENT="pytest browser",
+            HTTP_ACCEPT_LANGUAGE="en",
         ),
     )
 
@@ -226,7 +227,7 @@ def test_choices_that_are_not_switches_are_refused_without_a_change(
     user = subject_user()
     client.force_login(user)
 
-    response = client.post(reverse(MINE), data)
+    response = client.post(reverse(MINE), data, HTTP_ACCEPT_LANGUAGE="en")
 
     assert response.status_code == 302
     assert any("could not be saved" in t for t in texts(cast(HttpResponse, response)))
@@ -608,6 +609,7 @@ def test_a_purpose_with_an_unknown_category_is_refused(client: Client, loaded: d
     response = client.post(
         admin_url("purpose", "change", purpose.pk),
         purpose_form(purpose, categories='["contact", "horoscope"]'),
+        HTTP_ACCEPT_LANGUAGE="en",
     )
 
     assert response.status_code == 200
@@ -752,3 +754,20 @@ def test_load_demo_is_idempotent_and_gives_the_demo_subject_a_history() -> None:
         "doctor_view_health"
     ]
     assert list(Purpose.objects.filter(marketing=True).values_list("code", flat=True)) == ["marketing_push"]
+
+
+def test_the_dpo_revokes_an_api_key_from_the_admin_and_an_agent_cannot(client: Client) -> None:
+    from consent.apikeys import api_key_create
+    from consent.models import ApiKey
+
+    key, _plain = api_key_create(name="mobile app", scopes=["consent:check"])
+    url = "/admin/consent/apikey/"
+    client.force_login(factories.staff("agent"))
+    denied = client.post(url, {"action": "revoke", "_selected_action": [key.pk]})
+    assert denied.status_code in (200, 302, 403)
+    assert ApiKey.objects.get(pk=key.pk).revoked_at is None
+
+    client.force_login(factories.staff("dpo"))
+    done = client.post(url, {"action": "revoke", "_selected_action": [key.pk]})
+    assert done.status_code == 302
+    assert ApiKey.objects.get(pk=key.pk).revoked_at is not None
