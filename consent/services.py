@@ -169,6 +169,48 @@ def receipt_issue(*, event: ConsentEvent, actor: Actor) -> dict[str, object]:
     return signed
 
 
+UNSUBSCRIBE_SALT = "quanyi.consent.unsubscribe"
+
+
+def unsubscribe_token(subject: DataSubject) -> str:
+    """A signed, non-expiring token for the one-click unsubscribe link of marketing e-mails."""
+    from django.core import signing
+
+    return signing.dumps({"s": subject.pk}, salt=UNSUBSCRIBE_SALT, compress=True)
+
+
+def unsubscribe_subject(token: str) -> DataSubject | None:
+    from django.core import signing
+
+    try:
+        data = signing.loads(token, salt=UNSUBSCRIBE_SALT)
+    except signing.BadSignature:
+        return None
+    pk = data.get("s") if isinstance(data, dict) else None
+    return DataSubject.objects.filter(pk=pk).first() if isinstance(pk, int) else None
+
+
+@transaction.atomic
+def marketing_unsubscribe(*, subject: DataSubject, ip: str = "", user_agent: str = "") -> list[ConsentEvent]:
+    """Withdraw every marketing purpose the subject has granted (no login: the signed link is
+    the proof). Idempotent: a second click records nothing."""
+    granted = ConsentState.objects.filter(
+        subject=subject, granted=True, purpose__marketing=True, purpose__active=True
+    ).select_related("purpose")
+    return [
+        consent_record(
+            subject=subject,
+            purpose=state.purpose,
+            action=ConsentEvent.Action.WITHDRAW,
+            channel=ConsentEvent.Channel.EMAIL,
+            actor=Actor("subject", str(subject.pk)),
+            ip=ip,
+            user_agent=user_agent,
+        )
+        for state in granted
+    ]
+
+
 @dataclass(frozen=True)
 class Decision:
     allowed: bool

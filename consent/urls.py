@@ -9,6 +9,7 @@ urlpatterns = [
     path("consents/", views.mine, name="mine"),
     path("consents/receipt/<uuid:receipt_id>/", views.receipt, name="receipt"),
     path(".well-known/quanyi-receipt-key.pem", views.receipt_key, name="receipt_key"),
+    path("unsubscribe/<str:token>/", views.unsubscribe, name="unsubscribe"),
     path("policy/", views.policy, name="policy"),
     path("policy/history/", views.policy_history, name="policy_history"),
     path("policy/diff/", views.policy_diff, name="policy_diff"),

@@ -27,6 +27,7 @@ from django.utils import translation
 from django.utils.http import content_disposition_header
 from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
+from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET, require_http_methods
 
 from accounts.models import DataSubject, User
@@ -352,3 +353,21 @@ def policy_diff(request: HttpRequest) -> HttpResponse:
         "summary": new.localised("summary", language) if new.version > old.version else "",
     }
     return _render(request, "consent/policy_diff.html", context)
+
+
+@csrf_exempt  # RFC 8058 one-click: the mail client POSTs without a form; the signed token is the proof
+@require_http_methods(["GET", "POST"])
+def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
+    """One-click unsubscribe from marketing, no login. GET asks to confirm (link scanners
+    must not unsubscribe anyone); POST withdraws."""
+    subject = services.unsubscribe_subject(token)
+    if subject is None:
+        return _render(request, "consent/unsubscribe.html", {"invalid": True}, status=400)
+    if request.method == "POST":
+        withdrawn = services.marketing_unsubscribe(
+            subject=subject,
+            ip=request.META.get("REMOTE_ADDR", ""),
+            user_agent=request.META.get("HTTP_USER_AGENT", ""),
+        )
+        return _render(request, "consent/unsubscribe.html", {"done": True, "count": len(withdrawn)})
+    return _render(request, "consent/unsubscribe.html", {"token": token})
