@@ -87,3 +87,11 @@ def test_a_malformed_master_key_stops_start_up() -> None:
 def test_development_defaults_need_no_configuration() -> None:
     result = _manage("check", DEBUG="true", QUANYI_VAR_DIR=str(ROOT / "var" / "check"))
     assert result.returncode == 0, result.stderr
+
+
+def test_any_command_stops_on_bad_configuration_with_the_variable_named() -> None:
+    env = {k: v for k, v in PROD.items() if k != "SECRET_KEY"}
+    result = _manage("makemigrations", "--check", "--dry-run", **env)
+    assert result.returncode == 2
+    assert "SECRET_KEY" in result.stderr
+    assert "Traceback" not in result.stderr
