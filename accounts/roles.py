@@ -19,6 +19,7 @@ _READ = [
     "consent.view_purpose",
     "consent.view_policyversion",
     "consent.view_guardianconsent",
+    "consent.view_policyresponse",
 ]
 _WORK = [
     "consent.add_guardianconsent",

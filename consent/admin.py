@@ -25,7 +25,15 @@ from accounts.models import User
 from consent import services
 from consent.apikeys import api_key_revoke
 from consent.forms import GuardianConsentAddForm, PurposeAdminForm
-from consent.models import ApiKey, ConsentEvent, ConsentState, GuardianConsent, PolicyVersion, Purpose
+from consent.models import (
+    ApiKey,
+    ConsentEvent,
+    ConsentState,
+    GuardianConsent,
+    PolicyResponse,
+    PolicyVersion,
+    Purpose,
+)
 from core.admin import ReadOnlyAdmin
 from core.audit import Actor, audit_log
 from core.masking import mask_email, mask_name, mask_phone
@@ -310,3 +318,12 @@ class ApiKeyAdmin(ReadOnlyAdmin):
         for key in queryset.filter(revoked_at__isnull=True):
             api_key_revoke(key=key, actor=Actor.of(request.user))
         self.message_user(request, _("The selected keys are revoked."))
+
+
+@admin.register(PolicyResponse)
+class PolicyResponseAdmin(ReadOnlyAdmin):
+    """Answers to material-change notices: evidence, never edited."""
+
+    list_display = ["subject", "policy_version", "decision", "at"]
+    list_filter = ["decision", "policy_version"]
+    show_full_result_count = False

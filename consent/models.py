@@ -219,6 +219,29 @@ class GuardianConsent(models.Model):
         return f"guardian of {self.subject_id}"
 
 
+class PolicyResponse(models.Model):
+    """A subject's answer to the notice of a material policy change (seed 000 §8)."""
+
+    class Decision(models.TextChoices):
+        ACCEPT = "accept", _("accepted")
+        DECLINE = "decline", _("declined")
+
+    subject = models.ForeignKey(DataSubject, on_delete=models.PROTECT, related_name="policy_responses")
+    policy_version = models.ForeignKey(PolicyVersion, on_delete=models.PROTECT, related_name="responses")
+    decision = models.CharField(max_length=8, choices=Decision.choices)
+    at = models.DateTimeField()
+    evidence_ip = models.CharField(max_length=48, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["subject", "policy_version"], name="consent_policy_response_once")
+        ]
+        verbose_name = _("policy notice response")
+
+    def __str__(self) -> str:
+        return f"{self.subject_id} {self.decision} v{self.policy_version_id}"
+
+
 class ApiKey(models.Model):
     """A product service account's key for the consent-check API. Only a hash is stored."""
 

@@ -1,6 +1,14 @@
 from __future__ import annotations
 
-from consent.models import ApiKey, ConsentEvent, ConsentState, GuardianConsent, PolicyVersion, Purpose
+from consent.models import (
+    ApiKey,
+    ConsentEvent,
+    ConsentState,
+    GuardianConsent,
+    PolicyResponse,
+    PolicyVersion,
+    Purpose,
+)
 from core.datamap import Category as C
 from core.datamap import Erase, Export, PersonalField, register
 
@@ -97,4 +105,10 @@ register(
     ApiKey,
     subject="",
     not_personal=["id", "name", "prefix", "key_hash", "scopes", "created_at", "last_used_at", "revoked_at"],
+)
+register(
+    PolicyResponse,
+    subject="subject",
+    fields={"evidence_ip": PersonalField(C.DEVICE, erase=Erase.NULL, note="truncated to /24 or /48")},
+    not_personal=["id", "subject", "policy_version", "decision", "at"],
 )

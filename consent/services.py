@@ -18,7 +18,14 @@ from django.utils import timezone
 from django.utils.translation import gettext as _
 
 from accounts.models import DataSubject, User
-from consent.models import ConsentEvent, ConsentState, GuardianConsent, PolicyVersion, Purpose
+from consent.models import (
+    ConsentEvent,
+    ConsentState,
+    GuardianConsent,
+    PolicyResponse,
+    PolicyVersion,
+    Purpose,
+)
 from core.audit import Actor, audit_log
 
 CHILD_AGE = 14
@@ -167,6 +174,42 @@ def receipt_issue(*, event: ConsentEvent, actor: Actor) -> dict[str, object]:
         data={"event": event.pk, "receipt_id": str(event.receipt_id), "purpose": event.purpose.code},
     )
     return signed
+
+
+def policy_notice_due(subject: DataSubject) -> PolicyVersion | None:
+    """The latest material policy version published after the subject joined that they have
+    not answered yet: shown as a notice until they accept or decline."""
+    policy = (
+        PolicyVersion.objects.filter(
+            published_at__isnull=False, material=True, published_at__lte=timezone.now()
+        )
+        .order_by("-version")
+        .first()
+    )
+    if policy is None or policy.published_at is None or subject.created_at >= policy.published_at:
+        return None
+    if PolicyResponse.objects.filter(subject=subject, policy_version=policy).exists():
+        return None
+    return policy
+
+
+@transaction.atomic
+def policy_respond(
+    *, subject: DataSubject, policy: PolicyVersion, decision: str, actor: Actor, ip: str = ""
+) -> PolicyResponse:
+    """Record the answer once; a second answer to the same version changes nothing."""
+    if decision not in PolicyResponse.Decision.values:
+        raise ValidationError({"decision": _("Answer accept or decline.")})
+    if policy.published_at is None:
+        raise ValidationError(_("This policy version is not published."))
+    response, created = PolicyResponse.objects.get_or_create(
+        subject=subject,
+        policy_version=policy,
+        defaults={"decision": decision, "at": timezone.now(), "evidence_ip": truncate_ip(ip)},
+    )
+    if created:
+        audit_log(actor=actor, action=f"policy.{decision}", obj=subject, data={"policy": policy.version})
+    return response
 
 
 UNSUBSCRIBE_SALT = "quanyi.consent.unsubscribe"

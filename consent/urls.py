@@ -11,6 +11,7 @@ urlpatterns = [
     path(".well-known/quanyi-receipt-key.pem", views.receipt_key, name="receipt_key"),
     path("unsubscribe/<str:token>/", views.unsubscribe, name="unsubscribe"),
     path("policy/", views.policy, name="policy"),
+    path("policy/respond/", views.policy_respond, name="policy_respond"),
     path("policy/history/", views.policy_history, name="policy_history"),
     path("policy/diff/", views.policy_diff, name="policy_diff"),
 ]

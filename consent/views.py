@@ -371,3 +371,31 @@ def unsubscribe(request: HttpRequest, token: str) -> HttpResponse:
         )
         return _render(request, "consent/unsubscribe.html", {"done": True, "count": len(withdrawn)})
     return _render(request, "consent/unsubscribe.html", {"token": token})
+
+
+@login_required
+@require_http_methods(["POST"])
+def policy_respond(request: HttpRequest) -> HttpResponse:
+    """Accept or decline the notice of a material change. Declining never blocks silently:
+    the answer page says what it means and offers account cancellation instead."""
+    subject = _subject(request.user)
+    policy = PolicyVersion.objects.filter(
+        version=request.POST.get("version", "") if str(request.POST.get("version", "")).isdigit() else -1,
+        published_at__isnull=False,
+    ).first()
+    decision = request.POST.get("decision", "")
+    if policy is None or decision not in ("accept", "decline"):
+        return _render(request, "consent/policy_declined.html", {"invalid": True}, status=400)
+    services.policy_respond(
+        subject=subject,
+        policy=policy,
+        decision=decision,
+        actor=Actor.of(request.user),
+        ip=request.META.get("REMOTE_ADDR", ""),
+    )
+    if decision == "accept":
+        messages.success(
+            request, _("Thank you: you accepted version %(v)s of the privacy policy.") % {"v": policy.version}
+        )
+        return redirect("consent:mine")
+    return _render(request, "consent/policy_declined.html", {"policy": policy})
