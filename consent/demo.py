@@ -326,6 +326,12 @@ def load_demo(*, today: date | None = None) -> dict[str, int]:
     for order, purpose in enumerate(PURPOSES, start=1):
         Purpose.objects.update_or_create(code=purpose.code, defaults=purpose.fields(order * 10))
     subject = DataSubject.objects.filter(user__email=DEMO_SUBJECT_EMAIL).select_related("user").first()
+    first = PolicyVersion.objects.filter(version=1).first()
+    if subject is not None and first is not None and subject.created_at > first.effective_at:
+        # The demo patient has used the service since version 1, so version 2's material-change
+        # notice is theirs to answer when they sign in.
+        DataSubject.objects.filter(pk=subject.pk).update(created_at=first.effective_at)
+        subject.created_at = first.effective_at
     events = _load_ledger(subject) if subject is not None else 0
     return {
         "policies": PolicyVersion.objects.count(),

@@ -119,3 +119,14 @@ def test_answering_needs_a_signed_in_subject(client: Client) -> None:
     assert anonymous.status_code == 302
     assert staff.status_code == 403
     assert not PolicyResponse.objects.exists()
+
+
+def test_the_demo_patient_is_shown_the_material_change_notice(client: Client) -> None:
+    from consent import demo
+
+    user = factories.UserFactory(email=demo.DEMO_SUBJECT_EMAIL)
+    factories.subject(user=user)
+    demo.load_demo()
+    client.force_login(user)
+
+    assert 'id="policy-notice"' in client.get(reverse("portal:home")).content.decode()
