@@ -14,10 +14,15 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 venv: $(STAMP)
 
-run: venv
+# A local .env so that `python manage.py ...` works in a development checkout (DEBUG on). It is
+# git-ignored and never overwritten; production sets its variables itself (see .env.example).
+.env:
+	@printf '# Local development only (made by make; never deploy it). See .env.example.\nDEBUG=true\n' > .env
+
+run: venv .env
 	@bash scripts/run.sh
 
-test: venv
+test: venv .env
 	@bash scripts/test.sh
 
 bench: venv
