@@ -34,11 +34,9 @@ from consent.models import (
     PolicyVersion,
     Purpose,
 )
-from core.admin import ReadOnlyAdmin
+from core.admin import ReadOnlyAdmin, SensitiveFieldsMixin
 from core.audit import Actor, audit_log
-from core.masking import mask_email, mask_name, mask_phone
-
-VIEW_SENSITIVE = "accounts.view_sensitive"
+from core.masking import mask_email, mask_name, mask_phone, shown
 
 
 def _actor(request: HttpRequest) -> Actor:
@@ -186,7 +184,7 @@ def _mask_contact(value: str | None) -> str:
 
 
 @admin.register(GuardianConsent)
-class GuardianConsentAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class GuardianConsentAdmin(SensitiveFieldsMixin, admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = [
         "subject",
         "guardian_name_shown",
@@ -239,21 +237,15 @@ class GuardianConsentAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
         return list(self.shown_fields) if obj is not None else []
 
-    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Any:
-        obj = super().get_object(request, object_id, from_field)
-        if obj is not None:
-            obj.unmasked = request.user.has_perm(VIEW_SENSITIVE)
-        return obj
-
     @admin.display(description=_("guardian name"))
     def guardian_name_shown(self, obj: GuardianConsent) -> str:
         value = obj.guardian_name
-        return (value or "—") if getattr(obj, "unmasked", False) else mask_name(value)
+        return shown(value, mask_name, unmasked=getattr(obj, "unmasked", False))
 
     @admin.display(description=_("guardian contact"))
     def guardian_contact_shown(self, obj: GuardianConsent) -> str:
         value = obj.guardian_contact
-        return (value or "—") if getattr(obj, "unmasked", False) else _mask_contact(value)
+        return shown(value, _mask_contact, unmasked=getattr(obj, "unmasked", False))
 
     def render_change_form(
         self,

@@ -5,6 +5,7 @@ from typing import Any
 from django.contrib import admin
 from django.http import HttpRequest
 
+from core.masking import VIEW_SENSITIVE
 from core.models import AuditEntry, JobState, OutboxMessage
 
 
@@ -19,6 +20,17 @@ class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class SensitiveFieldsMixin:
+    """Marks the object of a detail page `unmasked` when the staff member holds
+    `accounts.view_sensitive`; display methods pass that to core.masking.shown."""
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Any:
+        obj = super().get_object(request, object_id, from_field)  # type: ignore[misc]
+        if obj is not None:
+            obj.unmasked = request.user.has_perm(VIEW_SENSITIVE)
+        return obj
 
 
 @admin.register(AuditEntry)

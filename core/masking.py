@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+from collections.abc import Callable
+
+VIEW_SENSITIVE = "accounts.view_sensitive"
+
 
 def mask_email(value: str | None) -> str:
     if not value or "@" not in value:
@@ -25,3 +29,8 @@ def mask_id_number(value: str | None) -> str:
     if not value:
         return "—"
     return f"{value[:3]}{'*' * max(1, len(value) - 7)}{value[-4:]}" if len(value) > 7 else "***"
+
+
+def shown(value: str | None, mask: Callable[[str | None], str], *, unmasked: bool) -> str:
+    """The value in clear for staff allowed to see it, masked for everyone else."""
+    return (value or "—") if unmasked else mask(value)

@@ -44,9 +44,9 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import User
-from core.admin import ReadOnlyAdmin
+from core.admin import ReadOnlyAdmin, SensitiveFieldsMixin
 from core.audit import Actor, audit_log
-from core.masking import mask_email, mask_name, mask_phone
+from core.masking import mask_email, mask_name, mask_phone, shown
 from core.paginator import CappedCountPaginator
 from dsar import selectors, services
 from dsar.models import (
@@ -63,7 +63,6 @@ from dsar.workdays import business_tz
 WORK = "dsar.work_request"
 REASSIGN = "dsar.reassign_request"
 VIEW_VERIFICATION = "dsar.view_verification"
-VIEW_SENSITIVE = "accounts.view_sensitive"
 
 
 def page_clock(request: HttpRequest) -> Clock:
@@ -337,7 +336,7 @@ ACTIONS: dict[str, StaffAction] = {
 
 
 @admin.register(DataSubjectRequest)
-class DataSubjectRequestAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class DataSubjectRequestAdmin(SensitiveFieldsMixin, admin.ModelAdmin):  # type: ignore[type-arg]
     list_display = [
         "reference",
         "type",
@@ -528,26 +527,20 @@ class DataSubjectRequestAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
     # -- the detail page --
 
-    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Any:
-        obj = super().get_object(request, object_id, from_field)
-        if obj is not None:
-            obj.unmasked = request.user.has_perm(VIEW_SENSITIVE)
-        return obj
-
     @admin.display(description=_("requester name"))
     def requester_name_shown(self, obj: DataSubjectRequest) -> str:
         value = obj.requester_name
-        return (value or "—") if getattr(obj, "unmasked", False) else mask_name(value)
+        return shown(value, mask_name, unmasked=getattr(obj, "unmasked", False))
 
     @admin.display(description=_("requester e-mail"))
     def requester_email_shown(self, obj: DataSubjectRequest) -> str:
         value = obj.requester_email
-        return (value or "—") if getattr(obj, "unmasked", False) else mask_email(value)
+        return shown(value, mask_email, unmasked=getattr(obj, "unmasked", False))
 
     @admin.display(description=_("requester phone"))
     def requester_phone_shown(self, obj: DataSubjectRequest) -> str:
         value = obj.requester_phone
-        return (value or "—") if getattr(obj, "unmasked", False) else mask_phone(value)
+        return shown(value, mask_phone, unmasked=getattr(obj, "unmasked", False))
 
     @admin.display(description=_("deadline"))
     def deadline(self, obj: DataSubjectRequest) -> str:
