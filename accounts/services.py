@@ -75,3 +75,16 @@ def subject_find(*, email: str = "", phone: str = "", id_number: str = "") -> Da
     if not (email or phone or id_number):
         return None
     return qs.order_by("pk").first()
+
+
+def subject_identifiers(*, subject: DataSubject) -> dict[str, list[str]]:
+    """What a product database may know the subject by: e-mail (the subject's and the
+    account's), phone and ID number, normalised. Used to find their rows in each source."""
+    emails = [subject.email]
+    if subject.user is not None:
+        emails.append(subject.user.email)
+    return {
+        "email": [e for e in emails if e],
+        "phone": [subject.phone] if subject.phone else [],
+        "id_number": [subject.id_number] if subject.id_number else [],
+    }

@@ -136,7 +136,12 @@ TEMPLATES = [
 DATABASES = {
     "default": _db("DATABASE_URL", f"sqlite:///{VAR_DIR / 'quanyi.sqlite3'}"),
     "keystore": _db("KEYSTORE_DATABASE_URL", f"sqlite:///{VAR_DIR / 'keystore.sqlite3'}"),
+    # The product's own database (the health app), which Quanyi reads and erases through the
+    # data-map files in QUANYI_SOURCES_DIR, with parameterised SQL only. Never migrated here.
+    "product": _db("PRODUCT_DATABASE_URL", f"sqlite:///{VAR_DIR / 'product.sqlite3'}"),
 }
+# Data-map files (JSON): one per source of personal data outside Quanyi's own models.
+QUANYI_SOURCES_DIR = Path(env.str("QUANYI_SOURCES_DIR", default=str(BASE_DIR / "config" / "sources")))
 DATABASE_ROUTERS = ["core.routers.KeystoreRouter"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 

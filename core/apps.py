@@ -11,3 +11,9 @@ class CoreConfig(AppConfig):
     def ready(self) -> None:
         # Each app declares its personal data in <app>/personal_data.py; load them all once.
         autodiscover_modules("personal_data")
+        # Data-map files of the product's databases must name real tables and columns.
+        from django.core import checks
+
+        from core.sources import sources_check
+
+        checks.register(sources_check)

@@ -24,6 +24,7 @@ class KeystoreRouter:
         return None
 
     def allow_migrate(self, db: str, app_label: str, model_name: str | None = None, **hints: Any) -> bool:
+        # The product database belongs to the product: Quanyi never creates tables there.
         if f"{app_label}.{model_name}" in KEYSTORE_MODELS:
             return db == "keystore"
         return db == "default"

@@ -61,6 +61,27 @@ def _reference_data() -> None:
     AuditChainHead.objects.get_or_create(pk=1, defaults={"seq": 0, "hash": GENESIS_HASH})
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None, django_db_blocker: Any) -> None:
+    """The test databases, plus the sample product's tables in the test product database
+    (Quanyi never migrates the product's database, so migrations do not create them)."""
+    from dsar import sample_product
+
+    with django_db_blocker.unblock():
+        sample_product.install()
+
+
+@pytest.fixture
+def product(request: pytest.FixtureRequest) -> Iterator[None]:
+    """An empty sample product database for the test (transactional tests leave rows behind,
+    the flush does not know these tables)."""
+    from dsar import sample_product
+
+    request.getfixturevalue("_django_db_helper")
+    sample_product.truncate()
+    yield
+
+
 def database_url(alias: str) -> str:
     """The URL of the *test* database behind an alias, for subprocesses (worker, commands)."""
     s = connections[alias].settings_dict
@@ -83,6 +104,7 @@ def subprocess_env(**extra: str) -> dict[str, str]:
         DEBUG="true",
         DATABASE_URL=database_url("default"),
         KEYSTORE_DATABASE_URL=database_url("keystore"),
+        PRODUCT_DATABASE_URL=database_url("product"),
         CELERY_TASK_DEFAULT_QUEUE=TEST_QUEUE,
         PYTHONUNBUFFERED="1",
     )

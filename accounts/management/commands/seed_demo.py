@@ -13,6 +13,7 @@ from accounts.roles import AGENT, AUDITOR, DPO
 from accounts.services import subject_create, subject_find
 from consent.demo import load_demo
 from core.audit import SYSTEM
+from dsar import sample_product
 
 DEMO_PASSWORD = "quanyi-demo-2026"  # noqa: S105 - printed for the local demo; refused when DEBUG is off
 
@@ -22,6 +23,29 @@ STAFF = [
     ("dpo@demo.quanyi.cn", "数据保护官 DPO", DPO, False),
     ("auditor@demo.quanyi.cn", "审计员 Auditor", AUDITOR, False),
     ("admin@demo.quanyi.cn", "Administrator", None, True),
+]
+
+
+# The demo subjects as the health app knows them (its own copy, in the product database).
+DEMO_PATIENTS = [
+    sample_product.Person(
+        email="subject@demo.quanyi.cn",
+        phone="13800138000",
+        name="张三",
+        id_number="110101199003071234",
+        birthday="1990-03-07",
+        gender="男",
+        native_place="北京市东城区",
+    ),
+    sample_product.Person(
+        email="patient@demo.quanyi.cn",
+        phone="13900139000",
+        name="李四",
+        id_number="420102198507153456",
+        birthday="1985-07-15",
+        gender="女",
+        native_place="湖北省武汉市",
+    ),
 ]
 
 
@@ -73,6 +97,9 @@ class Command(BaseCommand):
             if role:
                 staff.groups.add(Group.objects.get(name=role))
             logins.append((email, f"staff: {role or 'superuser'} in /admin/"))
+
+        product_rows = sample_product.demo_load(DEMO_PATIENTS)
+        self.stdout.write(f"Sample product database: {product_rows} new rows for the demo subjects.")
 
         consent = load_demo()
         self.stdout.write(
