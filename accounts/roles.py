@@ -20,12 +20,16 @@ _READ = [
     "consent.view_policyversion",
     "consent.view_guardianconsent",
     "consent.view_policyresponse",
+    "retention.view_erasure",
+    "retention.view_legalhold",
+    "retention.view_tombstone",
 ]
 _WORK = [
     "consent.add_guardianconsent",
     "dsar.work_request",
     "dsar.view_verification",
     "dsar.view_verificationdocument",
+    "retention.confirm_erasure",
 ]
 
 ROLES: dict[str, list[str]] = {
@@ -38,6 +42,8 @@ ROLES: dict[str, list[str]] = {
         *_READ,
         *_WORK,
         "dsar.reassign_request",
+        "retention.add_legalhold",
+        "retention.change_legalhold",
         "consent.add_purpose",
         "consent.change_purpose",
         "consent.add_policyversion",

@@ -3,6 +3,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 
 from accounts.models import DataSubject, User
 from core.audit import Actor, audit_log
@@ -88,3 +89,55 @@ def subject_identifiers(*, subject: DataSubject) -> dict[str, list[str]]:
         "phone": [subject.phone] if subject.phone else [],
         "id_number": [subject.id_number] if subject.id_number else [],
     }
+
+
+@transaction.atomic
+def subject_erase(*, subject: DataSubject, actor: Actor) -> DataSubject:
+    """Remove what Quanyi itself holds to identify the subject: the encrypted values and the
+    blind indexes (a keyed hash of a phone number still singles a person out). The row stays,
+    empty, so the requests and consent events that refer to it remain as accountability
+    records. Idempotent."""
+    if subject.erased_at is not None:
+        return subject
+    now = timezone.now()
+    DataSubject.objects.filter(pk=subject.pk).update(
+        full_name=None,
+        email=None,
+        email_index="",
+        phone=None,
+        phone_index="",
+        id_number=None,
+        id_number_index="",
+        birth_date=None,
+        erased_at=now,
+    )
+    audit_log(actor=actor, action="subject.erased", obj=subject)
+    subject.refresh_from_db()
+    if subject.user is not None:
+        account_close(user=subject.user, actor=actor)
+    return subject
+
+
+@transaction.atomic
+def account_close(*, user: User, actor: Actor) -> User:
+    """Close an account for good: it can no longer sign in, its e-mail is replaced by a
+    hash (the address stays unique without being kept), its addresses and authenticators
+    are deleted. Idempotent."""
+    from allauth.account.models import EmailAddress
+    from allauth.mfa.models import Authenticator
+
+    placeholder = f"erased-{blind_index('email', f'user:{user.pk}')[:24]}@invalid.quanyi"
+    if user.email == placeholder and not user.is_active:
+        return user
+    user.email = placeholder
+    user.display_name = ""
+    user.is_active = False
+    user.set_unusable_password()
+    user.last_login = None
+    user.save()
+    EmailAddress.objects.filter(user=user).delete()
+    Authenticator.objects.filter(user=user).delete()
+    # Open sessions die on their next request: the password hash they were bound to is gone
+    # (Django checks the session auth hash) and an inactive user never authenticates.
+    audit_log(actor=actor, action="account.closed", obj=user)
+    return user

@@ -315,10 +315,22 @@ CELERY_BEAT_SCHEDULE = {
     "outbox-relay": {"task": "core.tasks.outbox_relay", "schedule": 60.0},
     # Every 15 minutes: reminders at 5, 2 and 1 working days left and when overdue (each once).
     "dsar-reminders": {"task": "dsar.tasks.reminders_sweep", "schedule": 15 * 60.0},
+    # Every minute: erasures confirmed but not running (a lost message, a crashed worker whose
+    # lease ran out) are queued again; the lease makes a second run harmless.
+    "erasures-resume": {"task": "retention.tasks.erasures_resume", "schedule": 60.0},
     # Nightly: verify the audit hash chain end to end.
     "verify-audit": {"task": "core.tasks.verify_audit_chain", "schedule": 24 * 3600.0},
 }
 QUANYI_OUTBOX_RESEND_AFTER_SECONDS = env.int("QUANYI_OUTBOX_RESEND_AFTER_SECONDS", default=600)
+
+# --- Erasure -----------------------------------------------------------------------------
+# Rows per batch (one transaction each) and how long a worker's claim on a running erasure
+# lasts without progress before another worker may take it over.
+QUANYI_ERASURE_BATCH = env.int("QUANYI_ERASURE_BATCH", default=2000)
+QUANYI_ERASURE_LEASE_SECONDS = env.int("QUANYI_ERASURE_LEASE_SECONDS", default=120)
+# Until the backup catalogue knows better: backups are kept this many days, so an erased
+# person's data has left every backup this long after the erasure.
+QUANYI_BACKUP_RETENTION_DAYS = env.int("QUANYI_BACKUP_RETENTION_DAYS", default=30)
 
 # --- Security --------------------------------------------------------------------------
 SECURE_CONTENT_TYPE_NOSNIFF = True

@@ -48,17 +48,22 @@ from core.admin import ReadOnlyAdmin, SensitiveFieldsMixin
 from core.audit import Actor, audit_log
 from core.masking import mask_email, mask_name, mask_phone, shown
 from core.paginator import CappedCountPaginator
+from dsar import erasure as dsar_erasure
 from dsar import selectors, services
 from dsar.models import (
     CalendarDay,
     CalendarYear,
     DataSubjectRequest,
     RefusalGround,
+    Status,
     VerificationDocument,
     VerificationMethod,
 )
 from dsar.selectors import Clock, DeadlineState
 from dsar.workdays import business_tz
+from retention.models import Erasure
+
+CONFIRM_ERASURE = "retention.confirm_erasure"
 
 WORK = "dsar.work_request"
 REASSIGN = "dsar.reassign_request"
@@ -213,6 +218,11 @@ def _staff(request: HttpRequest) -> User:
     return user
 
 
+def _erasure_status(obj: DataSubjectRequest) -> str | None:
+    erasure = dsar_erasure.erasure_of(obj)
+    return erasure.status if erasure else None
+
+
 def _may_take(obj: DataSubjectRequest, user: Any) -> bool:
     # Agents take an unassigned request or keep their own; taking one from a colleague is the
     # DPO's reassignment.
@@ -317,6 +327,43 @@ ACTIONS: dict[str, StaffAction] = {
             run=lambda obj, request, data: services.request_refuse(
                 request=obj, actor=_actor(request), ground=data["ground"], explanation=data["explanation"]
             ),
+        ),
+        StaffAction(
+            name="plan_erasure",
+            label=_("Plan the erasure"),
+            done=_("The erasure plan is ready: read it below, then confirm it."),
+            permission=WORK,
+            form_class=ConfirmForm,
+            run=lambda obj, request, data: dsar_erasure.request_erasure_plan(
+                request=obj, actor=_actor(request), user=_staff(request)
+            ),
+            available=lambda obj, user: (
+                obj.type in dsar_erasure.ERASING_TYPES
+                and obj.status in (Status.VERIFIED, Status.IN_PROGRESS)
+                and dsar_erasure.erasure_of(obj) is None
+            ),
+        ),
+        StaffAction(
+            name="replan_erasure",
+            label=_("Rebuild the erasure plan"),
+            done=_("The erasure plan is rebuilt from the data as it is now."),
+            permission=WORK,
+            form_class=ConfirmForm,
+            run=lambda obj, request, data: dsar_erasure.request_erasure_replan(
+                request=obj, actor=_actor(request)
+            ),
+            available=lambda obj, user: _erasure_status(obj) == Erasure.Status.PLANNED,
+        ),
+        StaffAction(
+            name="confirm_erasure",
+            label=_("Confirm the plan and erase"),
+            done=_("Confirmed: the erasure runs in the background; progress is shown below."),
+            permission=CONFIRM_ERASURE,
+            form_class=ConfirmForm,
+            run=lambda obj, request, data: dsar_erasure.request_erasure_confirm(
+                request=obj, actor=_actor(request), user=_staff(request)
+            ),
+            available=lambda obj, user: _erasure_status(obj) == Erasure.Status.PLANNED,
         ),
         StaffAction(
             name="note",
@@ -596,6 +643,7 @@ class DataSubjectRequestAdmin(SensitiveFieldsMixin, admin.ModelAdmin):  # type: 
                 dsar_timeline=selectors.request_timeline(obj),
                 dsar_documents=documents,
                 dsar_messages=list(obj.messages.select_related("author")),
+                dsar_erasure=dsar_erasure.plan_context(dsar_erasure.erasure_of(obj)),
                 provisional_years=selectors.provisional_missing_years(),
             )
         return super().render_change_form(request, context, add, change, form_url, obj)

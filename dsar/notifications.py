@@ -3,6 +3,8 @@ status and what to do next; they never repeat the personal data of the request."
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.mail import send_mail
@@ -47,6 +49,19 @@ def send_requester_email(*, request_id: int, kind: str) -> int:
     request = DataSubjectRequest.objects.select_related("subject", "user").get(pk=request_id)
     to = requester_address(request)
     return _send(f"requester_{kind}", [to] if to else [], _context(request), request.language)
+
+
+def send_erasure_report(*, request: DataSubjectRequest, erasure: Any) -> int:
+    """The requester's report: what was erased, what was kept and why, and by when backups
+    holding their data roll over. Sent synchronously by the erasure run, before the key that
+    decrypts the address is destroyed."""
+    from dsar.erasure import report_lines
+
+    to = requester_address(request)
+    with translation.override(request.language):
+        lines = report_lines(erasure.plan, request.language)
+    context = {**_context(request), "erasure": erasure, "lines": lines}
+    return _send("requester_erased", [to] if to else [], context, request.language)
 
 
 def send_code(*, request_id: int, code: str) -> int:

@@ -140,10 +140,12 @@ def install(*, using: str = ALIAS, reset: bool = False) -> None:
             cursor.execute(statement)
 
 
-def truncate(*, using: str = ALIAS) -> None:
+def truncate(*, using: str = ALIAS, fast: bool = False) -> None:
+    """Empty the sample tables. `fast` uses TRUNCATE on PostgreSQL, whose exclusive lock
+    would block other connections (a subprocess reading the schema) until commit."""
     connection = connections[using]
     with transaction.atomic(using=using), connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
+        if fast and connection.vendor == "postgresql":
             cursor.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY")
         else:
             for name in reversed(TABLES):

@@ -483,7 +483,11 @@ def request_start(*, request: DataSubjectRequest, actor: Actor) -> DataSubjectRe
 
 
 @transaction.atomic
-def request_complete(*, request: DataSubjectRequest, actor: Actor, answer: str) -> DataSubjectRequest:
+def request_complete(
+    *, request: DataSubjectRequest, actor: Actor, answer: str, email: bool = True
+) -> DataSubjectRequest:
+    """Close with an answer. `email=False` when the caller has already told the requester
+    (an erasure sends its report itself, before the address becomes unreadable)."""
     if not answer.strip():
         raise ValidationError({"answer": _("Write the answer the requester will see.")})
     request, changed = _transition(
@@ -494,7 +498,7 @@ def request_complete(*, request: DataSubjectRequest, actor: Actor, answer: str) 
         secret_fields={"answer": answer.strip()},
         data={"on_time": _on_time(request)},
     )
-    if changed:
+    if changed and email:
         _email(request, "completed")
     return request
 

@@ -6,7 +6,7 @@ from celery import shared_task
 
 from core.jobs import singleton_job
 from core.outbox import OutboxTask
-from dsar import notifications, services
+from dsar import erasure, notifications, services
 
 
 @shared_task(
@@ -57,3 +57,10 @@ def recompute_deadlines(year: int) -> int:
 @singleton_job("dsar-reminders", every=timedelta(minutes=15))
 def reminders_sweep() -> int:
     return services.reminders_sweep()
+
+
+# Erasure runs outlive the default time limit; the lease lets another worker take over a
+# crashed run (retention.erasure), so the limit is generous.
+@shared_task(base=OutboxTask, name="dsar.tasks.run_erasure", time_limit=3600, soft_time_limit=3500)
+def run_erasure(erasure_id: int) -> str:
+    return erasure.run_erasure(erasure_id=erasure_id)

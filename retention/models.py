@@ -1,0 +1,155 @@
+from __future__ import annotations
+
+from typing import ClassVar
+
+from django.conf import settings
+from django.db import models
+from django.utils.translation import gettext_lazy as _
+
+from accounts.models import DataSubject
+
+
+class HoldGround(models.TextChoices):
+    # Seed 000 §6: the five grounds on which data may be kept longer than necessary.
+    LAW = "law", _("(1) to comply with laws and regulations")
+    COURT = "court", _("(2) to comply with a court judgment, ruling or other legal procedure")
+    AUTHORITY = "authority", _("(3) at the request of a government authority or authorised organisation")
+    DISPUTE = "dispute", _("(4) needed to defend our rights in a dispute or proceedings")
+    PROTECTION = "protection", _("(5) to protect the safety or property of a subject or the public")
+
+
+class LegalHold(models.Model):
+    """Data that must be kept despite erasure and retention: of one subject, or of a whole
+    category. An active hold blocks erasure of what it covers; erasure plans show it."""
+
+    subject = models.ForeignKey(
+        DataSubject, null=True, blank=True, on_delete=models.PROTECT, related_name="legal_holds"
+    )
+    category = models.CharField(
+        _("category"), max_length=40, blank=True, help_text=_("empty: everything of the subject")
+    )
+    ground = models.CharField(_("ground"), max_length=12, choices=HoldGround.choices)
+    reason = models.TextField(_("reason"), help_text=_("no personal data: case numbers, authority, scope"))
+    set_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    set_at = models.DateTimeField(auto_now_add=True)
+    review_on = models.DateField(_("review on"))
+    released_at = models.DateTimeField(_("released at"), null=True, blank=True)
+    released_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        verbose_name = _("legal hold")
+        verbose_name_plural = _("legal holds")
+        indexes = [models.Index(fields=["subject", "released_at"], name="hold_subject_active")]
+        constraints = [
+            models.CheckConstraint(
+                condition=~models.Q(subject__isnull=True, category=""), name="hold_has_scope"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"hold {self.pk} ({self.ground})"
+
+
+class Erasure(models.Model):
+    """One erasure of one subject: the plan staff confirm, then its execution.
+
+    The plan (what will be deleted, anonymised or kept, and why) is fixed when it is made,
+    with the primary keys of the subject's rows in each source: a resumed run must not look
+    the subject up again by identifiers the run itself has already hashed.
+    """
+
+    class Status(models.TextChoices):
+        PLANNED = "planned", _("planned: waiting for confirmation")
+        CONFIRMED = "confirmed", _("confirmed: queued")
+        RUNNING = "running", _("erasing")
+        DONE = "done", _("done")
+        CANCELLED = "cancelled", _("cancelled")
+
+    class Origin(models.TextChoices):
+        REQUEST = "request", _("deletion request")
+        CANCELLATION = "cancellation", _("account cancellation")
+        RETENTION = "retention", _("retention period ended")
+        COMMAND = "command", _("staff command")
+
+    subject = models.ForeignKey(DataSubject, on_delete=models.PROTECT, related_name="erasures")
+    reference = models.CharField(_("reference"), max_length=40, db_index=True, help_text=_("the request"))
+    origin = models.CharField(_("origin"), max_length=14, choices=Origin.choices)
+    # The Celery task that runs it: the requests app wraps the run with the requester's
+    # report and the recipients' notices; retention sweeps use the bare one.
+    runner = models.CharField(max_length=100, default="retention.tasks.run_erasure")
+    status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.PLANNED)
+    plan = models.JSONField(_("plan"), default=dict)
+    roots = models.JSONField(default=dict)  # source -> table -> [primary keys]
+    report = models.JSONField(_("report"), default=dict, blank=True)
+    rows_total = models.PositiveBigIntegerField(default=0)
+    rows_done = models.PositiveBigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    confirmed_at = models.DateTimeField(null=True, blank=True)
+    confirmed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    runs = models.PositiveIntegerField(default=0)
+    notified_at = models.DateTimeField(null=True, blank=True)
+    backups_until = models.DateField(_("backups holding the data roll over by"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("erasure")
+        verbose_name_plural = _("erasures")
+        permissions: ClassVar = [("confirm_erasure", _("Can confirm an erasure plan"))]
+        indexes = [models.Index(fields=["status", "lease_until"], name="erasure_status_lease")]
+
+    def __str__(self) -> str:
+        return f"erasure {self.pk} ({self.reference})"
+
+
+class ErasureStep(models.Model):
+    """Progress through one table: the last primary key done. A batch and its cursor are in
+    different databases, so a crash between them repeats one batch, which is harmless
+    because every erase operation is idempotent."""
+
+    erasure = models.ForeignKey(Erasure, on_delete=models.CASCADE, related_name="steps")
+    position = models.PositiveSmallIntegerField()
+    source = models.CharField(max_length=40)
+    table = models.CharField(max_length=63)
+    cursor = models.JSONField(null=True, blank=True)
+    rows_done = models.PositiveBigIntegerField(default=0)
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["erasure", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["erasure", "source", "table"], name="erasure_step_once")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.source}.{self.table}"
+
+
+class Tombstone(models.Model):
+    """What remains of an erased subject: no personal data, only keyed hashes of their
+    identifiers and the keys of their rows, so that a restore of an older backup can erase
+    them again (replay) and staff can answer "was this person erased, and when"."""
+
+    erasure = models.OneToOneField(Erasure, on_delete=models.PROTECT, related_name="tombstone")
+    subject_id_ref = models.PositiveBigIntegerField(db_index=True)  # DataSubject.pk
+    key_id = models.UUIDField()
+    identifier_hashes = models.JSONField(default=list)  # blind indexes (keyed HMAC)
+    roots = models.JSONField(default=dict)
+    erased_at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        verbose_name = _("tombstone")
+        verbose_name_plural = _("tombstones")
+
+    def __str__(self) -> str:
+        return f"tombstone {self.pk}"

@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+from datetime import timedelta
+
+from celery import shared_task
+
+from core.jobs import singleton_job
+from core.outbox import OutboxTask
+from retention import erasure
+
+
+# Long erasures outlive the default time limit; the lease lets another worker take over a
+# crashed run, so the limit is generous.
+@shared_task(base=OutboxTask, name="retention.tasks.run_erasure", time_limit=3600, soft_time_limit=3500)
+def run_erasure(erasure_id: int) -> str:
+    return erasure.erasure_run(erasure_id=erasure_id)
+
+
+@shared_task(name="retention.tasks.erasures_resume", time_limit=300, soft_time_limit=280)
+@singleton_job("erasures-resume", every=timedelta(seconds=60))
+def erasures_resume() -> int:
+    return erasure.erasures_resume()
