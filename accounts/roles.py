@@ -20,12 +20,17 @@ _READ = [
     "consent.view_policyversion",
     "consent.view_guardianconsent",
     "consent.view_policyresponse",
+    "core.view_recipient",
+    "core.view_disclosure",
+    "core.view_recipientnotice",
 ]
 _WORK = [
     "consent.add_guardianconsent",
     "dsar.work_request",
     "dsar.view_verification",
     "dsar.view_verificationdocument",
+    # Mark manual recipient notices done (with a note) and retry failing ones.
+    "core.handle_recipientnotice",
 ]
 
 ROLES: dict[str, list[str]] = {
@@ -38,6 +43,8 @@ ROLES: dict[str, list[str]] = {
         *_READ,
         *_WORK,
         "dsar.reassign_request",
+        "core.add_recipient",
+        "core.change_recipient",
         "consent.add_purpose",
         "consent.change_purpose",
         "consent.add_policyversion",
