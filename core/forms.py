@@ -21,6 +21,16 @@ class RecipientAdminForm(forms.ModelForm):  # type: ignore[type-arg]
         widget=forms.CheckboxSelectMultiple,
         required=False,
     )
+    # https is assumed when the scheme is left out: plain http is refused outside development.
+    webhook_url = forms.URLField(
+        label=_("webhook URL"),
+        max_length=500,
+        required=False,
+        assume_scheme="https",
+        help_text=_(
+            "Where signed notices are POSTed. Leave empty to handle this recipient's notices by hand."
+        ),
+    )
     new_webhook_secret = forms.CharField(
         label=_("new webhook secret"),
         required=False,
