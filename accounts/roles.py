@@ -23,6 +23,9 @@ _READ = [
     "retention.view_erasure",
     "retention.view_legalhold",
     "retention.view_tombstone",
+    "core.view_recipient",
+    "core.view_disclosure",
+    "core.view_recipientnotice",
 ]
 _WORK = [
     "consent.add_guardianconsent",
@@ -30,6 +33,8 @@ _WORK = [
     "dsar.view_verification",
     "dsar.view_verificationdocument",
     "retention.confirm_erasure",
+    # Mark manual recipient notices done (with a note) and retry failing ones.
+    "core.handle_recipientnotice",
 ]
 
 ROLES: dict[str, list[str]] = {
@@ -44,6 +49,8 @@ ROLES: dict[str, list[str]] = {
         "dsar.reassign_request",
         "retention.add_legalhold",
         "retention.change_legalhold",
+        "core.add_recipient",
+        "core.change_recipient",
         "consent.add_purpose",
         "consent.change_purpose",
         "consent.add_policyversion",

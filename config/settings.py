@@ -254,6 +254,8 @@ QUANYI_RECEIPT_SIGNING_KEY = _require(
 )
 QUANYI_CONTROLLER_NAME = env.str("QUANYI_CONTROLLER_NAME", default="Quanyi demo clinic software Ltd.")
 QUANYI_CONTROLLER_CONTACT = env.str("QUANYI_CONTROLLER_CONTACT", default="privacy@quanyi.localhost")
+# Recipient webhooks must be https://; plain http:// (a local test receiver) only when allowed.
+QUANYI_WEBHOOK_ALLOW_HTTP = env.bool("QUANYI_WEBHOOK_ALLOW_HTTP", default=DEBUG)
 
 # --- REST API --------------------------------------------------------------------------
 REST_FRAMEWORK = {
@@ -318,6 +320,9 @@ CELERY_BEAT_SCHEDULE = {
     # Every minute: erasures confirmed but not running (a lost message, a crashed worker whose
     # lease ran out) are queued again; the lease makes a second run harmless.
     "erasures-resume": {"task": "retention.tasks.erasures_resume", "schedule": 60.0},
+    # Every minute: send recipient notices whose (next) attempt is due, and re-queue ones a
+    # worker lost. Retries back off 1, 2, 4 ... minutes up to 6 hours, until a 2xx.
+    "recipient-notices": {"task": "core.tasks.recipient_notices_sweep", "schedule": 60.0},
     # Nightly: verify the audit hash chain end to end.
     "verify-audit": {"task": "core.tasks.verify_audit_chain", "schedule": 24 * 3600.0},
 }

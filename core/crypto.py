@@ -18,11 +18,13 @@ import hmac
 import os
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 
 from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, transaction
@@ -54,6 +56,8 @@ class DecryptionFailed(CryptoError):
 class MasterKey:
     kid: str
     aead: AESGCM
+    # The raw key, only to derive purpose keys from (`seal`); never used to encrypt directly.
+    material: bytes = field(default=b"", repr=False)
 
 
 @cache
@@ -66,7 +70,7 @@ def _master_keys(raw: tuple[str, ...]) -> tuple[MasterKey, ...]:
             raise ImproperlyConfigured(f"QUANYI_MASTER_KEYS entry {i + 1} is not base64.") from exc
         if len(key) != 32:
             raise ImproperlyConfigured(f"QUANYI_MASTER_KEYS entry {i + 1} must decode to 32 bytes.")
-        keys.append(MasterKey(hashlib.sha256(key).hexdigest()[:16], AESGCM(key)))
+        keys.append(MasterKey(hashlib.sha256(key).hexdigest()[:16], AESGCM(key), key))
     if not keys:
         raise ImproperlyConfigured("QUANYI_MASTER_KEYS is empty.")
     return tuple(keys)
@@ -232,6 +236,51 @@ def rotate_master_key(batch: int = 500) -> int:
                     wrapped=wrapped, master_key_id=kid, rotated_at=timezone.now()
                 )
                 done += 1
+
+
+# --- Sealing: system secrets under a key derived from the master key --------------------------
+#
+# For values that belong to no data subject (a recipient's webhook secret), or that must outlive
+# the subject's key (what a recipient needs to find a person it must delete: the deletion notice
+# is still owed after the subject's key is destroyed). A purpose key is derived from each master
+# key with HKDF-SHA256, so a sealed value and a wrapped subject key never share a key, and one
+# purpose cannot open another's values. The token names the master key it was sealed under:
+# every configured master key can open its own, the first seals new ones.
+# Format: "qys1." + master key id + "." + urlsafe-base64 of nonce (12 bytes) | ciphertext+tag.
+
+SEALED_PREFIX = "qys1."
+
+
+def _purpose_key(mk: MasterKey, purpose: str) -> AESGCM:
+    derived = HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=None, info=b"quanyi-seal:" + purpose.encode()
+    ).derive(mk.material)
+    return AESGCM(derived)
+
+
+def seal(plaintext: str, *, purpose: str, aad: str) -> str:
+    mk = master_keys()[0]
+    nonce = os.urandom(_NONCE)
+    ct = _purpose_key(mk, purpose).encrypt(nonce, plaintext.encode(), aad.encode())
+    return f"{SEALED_PREFIX}{mk.kid}.{base64.urlsafe_b64encode(nonce + ct).decode()}"
+
+
+def sealed_master_key_id(token: str) -> str:
+    if not token.startswith(SEALED_PREFIX):
+        raise DecryptionFailed("not a sealed value")
+    return token[len(SEALED_PREFIX) :].split(".", 1)[0]
+
+
+def unseal(token: str, *, purpose: str, aad: str) -> str:
+    kid = sealed_master_key_id(token)
+    mk = next((k for k in master_keys() if k.kid == kid), None)
+    if mk is None:
+        raise DecryptionFailed(f"sealed under master key {kid}, which is not in QUANYI_MASTER_KEYS")
+    try:
+        raw = base64.urlsafe_b64decode(token[len(SEALED_PREFIX) + len(kid) + 1 :])
+        return _purpose_key(mk, purpose).decrypt(raw[:_NONCE], raw[_NONCE:], aad.encode()).decode()
+    except (ValueError, InvalidTag) as exc:
+        raise DecryptionFailed("sealed value does not authenticate") from exc
 
 
 # --- Blind indexes -------------------------------------------------------------------------

@@ -34,3 +34,10 @@ def mask_id_number(value: str | None) -> str:
 def shown(value: str | None, mask: Callable[[str | None], str], *, unmasked: bool) -> str:
     """The value in clear for staff allowed to see it, masked for everyone else."""
     return (value or "—") if unmasked else mask(value)
+
+
+def mask_reference(value: str | None) -> str:
+    """Someone else's id for a person (a recipient's customer number): its ends only."""
+    if not value:
+        return "—"
+    return f"{value[:2]}***{value[-2:]}" if len(value) > 6 else "***"

@@ -7,7 +7,7 @@ from datetime import timedelta
 from celery import shared_task
 from django.utils import timezone
 
-from core import services
+from core import recipients, services
 from core.audit import audit_verify
 from core.jobs import singleton_job
 from core.models import Heartbeat
@@ -48,3 +48,19 @@ def verify_audit_chain() -> str:
         )
         log.error("audit chain broken at #%s: %s", report.first_bad_seq, report.reason)
     return f"ok={report.ok} checked={report.checked}"
+
+
+@shared_task(base=OutboxTask, name="core.tasks.deliver_recipient_notice", time_limit=60, soft_time_limit=50)
+def deliver_recipient_notice(notice_id: int) -> str:
+    """One attempt; a failed attempt is rescheduled in the database (backoff), never raised,
+    so the sweep, not Celery's retry, owns the schedule."""
+    return recipients.notice_deliver(notice_id=notice_id)
+
+
+@shared_task(name="core.tasks.recipient_notices_sweep", time_limit=120, soft_time_limit=110)
+@singleton_job("recipient-notices", every=timedelta(seconds=60))
+def recipient_notices_sweep() -> int:
+    queued = recipients.notices_due_sweep()
+    if queued:
+        log.info("recipient notices: queued %d due notice(s)", queued)
+    return queued

@@ -19,6 +19,8 @@ from django.utils.translation import gettext_lazy
 
 from accounts.models import User
 from core.audit import Actor, audit_log
+from core.models import NoticeKind
+from core.recipients import recipients_notify
 from core.sources import text
 from dsar import notifications, services
 from dsar.models import DataSubjectRequest, RequestType, Status
@@ -108,8 +110,23 @@ def _before_seal(erasure: Erasure) -> None:
 
 
 def _tell_recipients(erasure: Erasure, request: DataSubjectRequest) -> None:
-    """Ask every recipient of the subject's data to delete it too (seed 000 §4.3)."""
-    audit_log(actor=Actor("system"), action="erasure.recipients_told", obj=erasure, data={"recipients": 0})
+    """Ask every recipient of the subject's data to delete it too (seed 000 §4.3). The
+    notices are created once per recipient and request (a resumed run finds them) and carry
+    the recipient's own reference for the person sealed apart from the subject's key, so they
+    are still delivered, signed and retried, after the key is destroyed."""
+    with transaction.atomic():
+        notices = recipients_notify(
+            subject=erasure.subject,
+            kind=NoticeKind.DELETION,
+            reference=erasure.reference,
+            actor=Actor("system"),
+        )
+        audit_log(
+            actor=Actor("system"),
+            action="erasure.recipients_told",
+            obj=erasure,
+            data={"recipients": sorted(n.recipient_id for n in notices)},
+        )
 
 
 # --- Reading a plan or a report -------------------------------------------------------------

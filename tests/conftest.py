@@ -16,6 +16,7 @@ from django.db import connections
 
 from config.celery import app as celery_app
 from core import crypto
+from tests.receiver import Receiver
 
 ROOT = Path(__file__).resolve().parent.parent
 ALL = "__all__"
@@ -80,6 +81,15 @@ def product(request: pytest.FixtureRequest) -> Iterator[None]:
     request.getfixturevalue("_django_db_helper")
     sample_product.truncate()
     yield
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A real local webhook endpoint (tests.receiver)."""
+    r = Receiver()
+    r.start()
+    yield r
+    r.stop()
 
 
 def database_url(alias: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -17,7 +18,15 @@ from accounts.models import DataSubject
 from accounts.roles import AGENT, AUDITOR, DPO
 from core import crypto, sources
 from core.audit import SYSTEM, audit_verify
-from core.models import AuditEntry
+from core.models import (
+    AuditEntry,
+    NoticeStatus,
+    Recipient,
+    RecipientKind,
+    RecipientLegalBasis,
+    RecipientNotice,
+)
+from core.recipients import disclosure_record, notice_deliver, recipient_save
 from dsar import erasure, sample_product, services
 from dsar.models import DataSubjectRequest, RequestType, Status, VerificationMethod
 from retention.erasure import erasure_run
@@ -175,6 +184,60 @@ def test_erasing_leaves_nothing_of_the_subject_but_what_the_plan_kept(product: N
     assert plan.backups_until.isoformat() in report[0].body
     assert audit_verify().ok
     assert AuditEntry.objects.filter(action="erasure.completed", object_id=str(plan.pk)).count() == 1
+
+
+def test_every_recipient_holding_the_subject_is_asked_to_delete_once(product: None, receiver: Any) -> None:
+    subject, p = subject_with_data(1)
+    other, _q = subject_with_data(2)
+    logistics = recipient_save(
+        recipient=Recipient(
+            code="shunda",
+            name="顺达物流有限公司",
+            kind=RecipientKind.SHARED,
+            purpose="配送订单商品",
+            legal_basis=RecipientLegalBasis.CONTRACT,
+            categories=["orders_delivery"],
+            webhook_url=receiver.url(),
+        ),
+        actor=SYSTEM,
+        webhook_secret="shunda-shared-secret-0123456789abcdef",
+    )
+    regulator = recipient_save(
+        recipient=Recipient(
+            code="regulator",
+            name="卫生健康委员会",
+            kind=RecipientKind.DISCLOSED,
+            purpose="依法报送",
+            legal_basis=RecipientLegalBasis.LEGAL_DUTY,
+            categories=["health"],
+        ),
+        actor=SYSTEM,
+    )
+    for r in (logistics, regulator):
+        disclosure_record(
+            recipient=r, subject=subject, categories=r.categories, external_ref="C-1", actor=SYSTEM
+        )
+    disclosure_record(
+        recipient=logistics, subject=other, categories=["orders_delivery"], external_ref="C-2", actor=SYSTEM
+    )
+    request = deletion_request(subject)
+    plan = erasure.request_erasure_plan(request=request, actor=SYSTEM)
+    erasure.request_erasure_confirm(request=request, actor=SYSTEM)
+
+    erasure.run_erasure(erasure_id=plan.pk)
+    Erasure.objects.filter(pk=plan.pk).update(status=Erasure.Status.RUNNING, lease_until=None)
+    erasure.run_erasure(erasure_id=plan.pk)  # a resumed run, after the key is gone
+
+    notices = RecipientNotice.objects.filter(reference=request.reference).order_by("recipient__code")
+    assert [(n.recipient.code, n.kind, n.subject_id) for n in notices] == [
+        ("regulator", "deletion", subject.pk),
+        ("shunda", "deletion", subject.pk),
+    ]
+    assert notices[0].status == NoticeStatus.MANUAL  # no webhook: a task for staff
+    assert notice_deliver(notice_id=notices[1].pk) == "delivered"
+    body = json.loads(receiver.requests[0].body)
+    assert body["type"] == "deletion" and body["subject"]["external_ref"] == "C-1"
+    assert len(receiver.requests) == 1
 
 
 def test_a_second_run_changes_nothing(product: None) -> None:

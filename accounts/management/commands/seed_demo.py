@@ -13,6 +13,7 @@ from accounts.roles import AGENT, AUDITOR, DPO
 from accounts.services import subject_create, subject_find
 from consent.demo import load_demo
 from core.audit import SYSTEM
+from core.demo import recipients_demo_load
 from dsar import sample_product
 
 DEMO_PASSWORD = "quanyi-demo-2026"  # noqa: S105 - printed for the local demo; refused when DEBUG is off
@@ -68,8 +69,9 @@ class Command(BaseCommand):
         logins: list[tuple[str, str]] = []
 
         user = self._user("subject@demo.quanyi.cn", "张三 Zhang San", password)
-        if not DataSubject.objects.filter(user=user).exists():
-            subject_create(
+        account_holder = DataSubject.objects.filter(user=user).first()
+        if account_holder is None:
+            account_holder = subject_create(
                 actor=SYSTEM,
                 user=user,
                 email=user.email,
@@ -80,8 +82,9 @@ class Command(BaseCommand):
             )
         logins.append((user.email, "data subject with an account: the portal at /"))
 
-        if subject_find(email="patient@demo.quanyi.cn") is None:
-            subject_create(
+        patient = subject_find(email="patient@demo.quanyi.cn")
+        if patient is None:
+            patient = subject_create(
                 actor=SYSTEM,
                 kind=DataSubject.Kind.PATIENT,
                 email="patient@demo.quanyi.cn",
@@ -105,6 +108,12 @@ class Command(BaseCommand):
         self.stdout.write(
             f"Consent demo: {consent['policies']} policy versions, {consent['purposes']} purposes, "
             f"{consent['events']} new consent events for subject@demo.quanyi.cn."
+        )
+
+        register = recipients_demo_load(account_holder=account_holder, patient=patient)
+        self.stdout.write(
+            f"Disclosure register: {register['recipients']} new recipients, "
+            f"{register['disclosures']} new disclosures."
         )
 
         self.stdout.write(self.style.SUCCESS(f"Demo data ready. Logins (password for new ones: {password}):"))

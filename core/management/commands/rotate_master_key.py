@@ -5,6 +5,7 @@ from typing import Any
 from django.core.management.base import BaseCommand
 
 from core.crypto import master_keys, rotate_master_key
+from core.recipients import sealed_rewrap
 
 
 class Command(BaseCommand):
@@ -15,5 +16,11 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, **options: Any) -> None:
         count = rotate_master_key()
+        sealed = sealed_rewrap()
         kid = master_keys()[0].kid
-        self.stdout.write(self.style.SUCCESS(f"Rewrapped {count} subject key(s) with master key {kid}."))
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Rewrapped {count} subject key(s) and resealed {sealed} recipient secret(s) and "
+                f"notice reference(s) with master key {kid}."
+            )
+        )
