@@ -318,8 +318,11 @@ def erasure_seal(*, erasure: Erasure) -> Erasure:
                 "erased_at": now,
             },
         )
+        # Progress counts batches as they are recorded; a batch repeated after a crash is not
+        # counted again, so the finished erasure states what it covered: the whole plan.
         done = Erasure.objects.filter(pk=erasure.pk, status=Erasure.Status.RUNNING).update(
             status=Erasure.Status.DONE,
+            rows_done=F("rows_total"),
             finished_at=now,
             lease_until=None,
             backups_until=backups_roll_over_by(now),

@@ -150,9 +150,13 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float = 30.0, interval: f
 class Worker:
     """A real `celery worker` process. E-mail it sends lands as files in `mail_dir`."""
 
-    def __init__(self, log_path: Path, mail_dir: Path) -> None:
+    def __init__(
+        self, log_path: Path, mail_dir: Path, *, queue: str = TEST_QUEUE, env: dict[str, str] | None = None
+    ) -> None:
         self.log_path = log_path
         self.mail_dir = mail_dir
+        self.queue = queue
+        self.env = env or {}
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -171,11 +175,13 @@ class Worker:
                 "--without-gossip",
                 "--without-mingle",
                 "--without-heartbeat",
-                f"--queues={TEST_QUEUE}",
+                f"--queues={self.queue}",
                 f"--hostname=test-{uuid.uuid4().hex[:6]}@%h",
             ],
             cwd=ROOT,
-            env=subprocess_env(EMAIL_URL=f"filemail://{self.mail_dir}"),
+            env=subprocess_env(
+                EMAIL_URL=f"filemail://{self.mail_dir}", CELERY_TASK_DEFAULT_QUEUE=self.queue, **self.env
+            ),
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -185,6 +191,12 @@ class Worker:
 
     def _died(self) -> bool:
         return self.proc is not None and self.proc.poll() is not None
+
+    def kill(self) -> None:
+        """SIGKILL: the worker dies mid-task, without cleaning up anything."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
