@@ -18,6 +18,7 @@ How it stays safe:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
@@ -272,29 +273,40 @@ def erasure_run(
     erasure = Erasure.objects.select_related("subject").get(pk=erasure_id)
     size = batch or settings.QUANYI_ERASURE_BATCH
     audit_log(actor=Actor("system"), action="erasure.started", obj=erasure, data={"run": erasure.runs})
+    # Progress (the cursor, the counters, the lease) is checkpointed at most every half second
+    # rather than after every batch: a crash repeats at most the batches since the last
+    # checkpoint, which is harmless, and the bookkeeping stays off the hot path.
+    every = min(0.5, settings.QUANYI_ERASURE_LEASE_SECONDS / 3)
     for step in erasure.steps.filter(done_at__isnull=True).order_by("position"):
         source = sources.source_map(step.source)
         table = source.table(step.table)
         rows = sources.subject_rows_from(source, erasure.roots.get(step.source, {}))
-        cursor = step.cursor
+        cursor, pending, last = step.cursor, 0, time.monotonic()
         while True:
             result = sources.erase_batch(rows, table, after=cursor, limit=size)
-            now = timezone.now()
-            if result.last_pk is None:
-                ErasureStep.objects.filter(pk=step.pk).update(done_at=now)
+            finished = result.last_pk is None
+            if not finished:
+                cursor = result.last_pk
+                pending += result.rows
+            if finished or time.monotonic() - last >= every:
+                _checkpoint(erasure, step, cursor, pending, finished)
+                pending, last = 0, time.monotonic()
+            if finished:
                 break
-            cursor = result.last_pk
-            ErasureStep.objects.filter(pk=step.pk).update(
-                cursor=cursor, rows_done=F("rows_done") + result.rows
-            )
-            Erasure.objects.filter(pk=erasure.pk).update(
-                rows_done=F("rows_done") + result.rows, lease_until=now + _lease()
-            )
     erasure.refresh_from_db()
     if before_seal is not None:
         before_seal(erasure)
     erasure_seal(erasure=erasure)
     return "done"
+
+
+@transaction.atomic
+def _checkpoint(erasure: Erasure, step: ErasureStep, cursor: Any, rows: int, finished: bool) -> None:
+    now = timezone.now()
+    ErasureStep.objects.filter(pk=step.pk).update(
+        cursor=cursor, rows_done=F("rows_done") + rows, done_at=now if finished else None
+    )
+    Erasure.objects.filter(pk=erasure.pk).update(rows_done=F("rows_done") + rows, lease_until=now + _lease())
 
 
 def erasure_seal(*, erasure: Erasure) -> Erasure:
