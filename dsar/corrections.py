@@ -514,7 +514,7 @@ class CorrectableListing:
     unavailable: list[str]  # sources that could not be read just now
 
 
-def _record_label(table: product.Table, pk: Any, context: Sequence[Any]) -> str:
+def _record_label(pk: Any, context: Sequence[Any]) -> str:
     bits = [f"#{pk}", *(t for t in (as_text(v) for v in context) if t)]
     return " · ".join(bits)
 
@@ -587,7 +587,7 @@ def _source_correctables(subject: DataSubject, source: product.SourceMap) -> lis
         ][:2]
         for row in _rows(rows, table, [*columns, *context], MAX_LISTED_ROWS):
             pk, held, extra = row[0], row[1 : 1 + len(columns)], row[1 + len(columns) :]
-            section = f"{place} · {_record_label(table, pk, extra)}"
+            section = f"{place} · {_record_label(pk, extra)}"
             for column, value in zip(columns, held, strict=True):
                 out.append(
                     Correctable(
@@ -954,7 +954,6 @@ def items_for_staff(items: Iterable[CorrectionItem], *, unmasked: bool) -> list[
                 "current": show(item.current_value),
                 "proposed": show(item.proposed_value),
                 "state": _state(item),
-                "state_text": OUTCOME_TEXT[_state(item)],
             }
         )
     return out
