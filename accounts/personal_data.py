@@ -22,10 +22,10 @@ register(
     DataSubject,
     subject="",
     fields={
-        "full_name": PersonalField(C.ACCOUNT, erase=Erase.NULL),
-        "email": PersonalField(C.CONTACT, erase=Erase.NULL),
+        "full_name": PersonalField(C.ACCOUNT, erase=Erase.NULL, correctable=True),
+        "email": PersonalField(C.CONTACT, erase=Erase.NULL, correctable=True),
         "email_index": PersonalField(C.CONTACT, export=Export.OMIT, erase=Erase.NULL, note="keyed HMAC"),
-        "phone": PersonalField(C.CONTACT, erase=Erase.NULL),
+        "phone": PersonalField(C.CONTACT, erase=Erase.NULL, correctable=True),
         "phone_index": PersonalField(C.CONTACT, export=Export.OMIT, erase=Erase.NULL, note="keyed HMAC"),
         "id_number": PersonalField(
             C.IDENTITY_DOCUMENTS, sensitive=True, export=Export.MASKED, erase=Erase.NULL
@@ -33,7 +33,7 @@ register(
         "id_number_index": PersonalField(
             C.IDENTITY_DOCUMENTS, export=Export.OMIT, erase=Erase.NULL, note="keyed HMAC"
         ),
-        "birth_date": PersonalField(C.BIRTH_GENDER_ORIGIN, erase=Erase.NULL),
+        "birth_date": PersonalField(C.BIRTH_GENDER_ORIGIN, erase=Erase.NULL, correctable=True),
         "language": PersonalField(C.ACCOUNT, erase=Erase.KEEP),
     },
     not_personal=["id", "key_id", "user", "kind", "created_at", "updated_at", "erased_at"],

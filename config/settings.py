@@ -333,6 +333,8 @@ QUANYI_OUTBOX_RESEND_AFTER_SECONDS = env.int("QUANYI_OUTBOX_RESEND_AFTER_SECONDS
 # lasts without progress before another worker may take it over.
 QUANYI_ERASURE_BATCH = env.int("QUANYI_ERASURE_BATCH", default=2000)
 QUANYI_ERASURE_LEASE_SECONDS = env.int("QUANYI_ERASURE_LEASE_SECONDS", default=120)
+# Progress is saved at most this often; a crash repeats the (idempotent) batches since.
+QUANYI_ERASURE_CHECKPOINT_SECONDS = env.float("QUANYI_ERASURE_CHECKPOINT_SECONDS", default=0.5)
 # Until the backup catalogue knows better: backups are kept this many days, so an erased
 # person's data has left every backup this long after the erasure.
 QUANYI_BACKUP_RETENTION_DAYS = env.int("QUANYI_BACKUP_RETENTION_DAYS", default=30)

@@ -53,6 +53,9 @@ class PersonalField:
     export: Export = Export.VALUE
     erase: Erase = Erase.NULL
     note: str = ""
+    # The subject may ask for a new value (PIPL Art. 46; seed 000 §4.2): correction requests
+    # offer exactly the fields that say so.
+    correctable: bool = False
 
 
 @dataclass
@@ -107,6 +110,7 @@ def rows() -> list[dict[str, object]]:
                     "sensitive": pf.sensitive,
                     "export": str(pf.export.value),
                     "erase": str(pf.erase.value),
+                    "correctable": pf.correctable,
                     "note": pf.note,
                 }
             )

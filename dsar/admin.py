@@ -46,15 +46,18 @@ from django.utils.translation import gettext_lazy as _
 from accounts.models import User
 from core.admin import ReadOnlyAdmin, SensitiveFieldsMixin
 from core.audit import Actor, audit_log
-from core.masking import mask_email, mask_name, mask_phone, shown
+from core.masking import VIEW_SENSITIVE, mask_email, mask_name, mask_phone, shown
 from core.paginator import CappedCountPaginator
+from dsar import corrections, selectors, services
 from dsar import erasure as dsar_erasure
-from dsar import selectors, services
 from dsar.models import (
+    CLOCK_RUNNING,
     CalendarDay,
     CalendarYear,
+    CorrectionItem,
     DataSubjectRequest,
     RefusalGround,
+    RequestType,
     Status,
     VerificationDocument,
     VerificationMethod,
@@ -201,6 +204,70 @@ class NoteForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 6}),
         help_text=_("Seen by staff only."),
     )
+
+
+class ApproveCorrectionForm(forms.Form):
+    reason = forms.CharField(
+        label=_("note to the requester"),
+        required=False,
+        max_length=corrections.MAX_REASON,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text=_("Optional. The requester reads it. The new value is written at once."),
+    )
+
+
+class RejectCorrectionForm(forms.Form):
+    reason = forms.CharField(
+        label=_("why the value is not changed"),
+        max_length=corrections.MAX_REASON,
+        widget=forms.Textarea(attrs={"rows": 6}),
+        help_text=_("The requester reads this explanation."),
+    )
+
+
+@dataclass(frozen=True)
+class CorrectionAction:
+    name: str
+    label: Any  # lazy text
+    done: Any  # lazy text
+    form_class: type[forms.Form]
+    run: Callable[[CorrectionItem, HttpRequest, dict[str, Any]], object]
+    offered: Callable[[CorrectionItem], bool]
+
+
+CORRECTION_ACTIONS: dict[str, CorrectionAction] = {
+    a.name: a
+    for a in [
+        CorrectionAction(
+            name="approve",
+            label=_("Approve and apply"),
+            done=_("The correction is approved and the new value written."),
+            form_class=ApproveCorrectionForm,
+            run=lambda item, request, data: corrections.correction_decide(
+                item=item, actor=_actor(request), approve=True, reason=data["reason"]
+            ),
+            offered=lambda item: item.is_pending,
+        ),
+        CorrectionAction(
+            name="reject",
+            label=_("Reject"),
+            done=_("The correction is rejected; the requester will read why."),
+            form_class=RejectCorrectionForm,
+            run=lambda item, request, data: corrections.correction_decide(
+                item=item, actor=_actor(request), approve=False, reason=data["reason"]
+            ),
+            offered=lambda item: item.is_pending,
+        ),
+        CorrectionAction(
+            name="apply",
+            label=_("Apply again"),
+            done=_("The new value is written."),
+            form_class=ConfirmForm,
+            run=lambda item, request, data: corrections.correction_apply(item=item, actor=_actor(request)),
+            offered=lambda item: item.awaits_apply,
+        ),
+    ]
+}
 
 
 # --- The actions -------------------------------------------------------------------------------
@@ -621,6 +688,30 @@ class DataSubjectRequestAdmin(SensitiveFieldsMixin, admin.ModelAdmin):  # type: 
             )
         return offered
 
+    def correction_rows(self, request: HttpRequest, obj: DataSubjectRequest) -> list[dict[str, Any]] | None:
+        """The proposed corrections, values masked unless the user may see them, with the
+        decisions this user may take now (identity verified, request open)."""
+        if obj.type != RequestType.CORRECTION:
+            return None
+        rows = corrections.items_for_staff(
+            corrections.correction_items(obj), unmasked=getattr(obj, "unmasked", False)
+        )
+        may_decide = request.user.has_perm(WORK) and obj.status in CLOCK_RUNNING
+        for row in rows:
+            item = row["item"]
+            row["actions"] = [
+                {
+                    "name": a.name,
+                    "label": a.label,
+                    "url": reverse(
+                        "admin:dsar_datasubjectrequest_correction", args=[obj.pk, item.pk, a.name]
+                    ),
+                }
+                for a in CORRECTION_ACTIONS.values()
+                if may_decide and a.offered(item)
+            ]
+        return rows
+
     def render_change_form(
         self,
         request: HttpRequest,
@@ -640,6 +731,7 @@ class DataSubjectRequestAdmin(SensitiveFieldsMixin, admin.ModelAdmin):  # type: 
                 )
             context.update(
                 dsar_actions=self.offered_actions(request, obj),
+                dsar_corrections=self.correction_rows(request, obj),
                 dsar_timeline=selectors.request_timeline(obj),
                 dsar_documents=documents,
                 dsar_messages=list(obj.messages.select_related("author")),
@@ -658,6 +750,11 @@ class DataSubjectRequestAdmin(SensitiveFieldsMixin, admin.ModelAdmin):  # type: 
                 "<int:object_id>/act/<str:action>/",
                 wrap(self.action_view),
                 name="dsar_datasubjectrequest_act",
+            ),
+            path(
+                "<int:object_id>/corrections/<int:item_id>/<str:action>/",
+                wrap(self.correction_view),
+                name="dsar_datasubjectrequest_correction",
             ),
             path(
                 "<int:object_id>/documents/<int:document_id>/",
@@ -721,6 +818,61 @@ class DataSubjectRequestAdmin(SensitiveFieldsMixin, admin.ModelAdmin):  # type: 
         )
         return in_business_time(
             TemplateResponse(request, "admin/dsar/datasubjectrequest/action_form.html", context)
+        )
+
+    def correction_view(
+        self, request: HttpRequest, object_id: int, item_id: int, action: str
+    ) -> HttpResponseBase:
+        """Approve, reject or apply one proposed correction: GET shows the item and the form,
+        only POST decides."""
+        if request.method not in ("GET", "POST"):
+            return HttpResponseNotAllowed(["GET", "POST"])
+        spec = CORRECTION_ACTIONS.get(action)
+        if spec is None:
+            raise Http404
+        if not (self.has_view_permission(request) and request.user.has_perm(WORK)):
+            raise PermissionDenied
+        item = (
+            CorrectionItem.objects.select_related("request__subject", "request__assignee")
+            .filter(pk=item_id, request_id=object_id)
+            .first()
+        )
+        if item is None:
+            raise Http404
+        obj = item.request
+        change_url = reverse("admin:dsar_datasubjectrequest_change", args=[obj.pk])
+        if not spec.offered(item) or obj.status not in CLOCK_RUNNING:
+            messages.error(
+                request,
+                gettext("“%(action)s” is not possible for this correction now.") % {"action": spec.label},
+            )
+            return HttpResponseRedirect(change_url)
+        form = spec.form_class(request.POST if request.method == "POST" else None)
+        if request.method == "POST":
+            if form.is_valid():
+                try:
+                    spec.run(item, request, form.cleaned_data)
+                except ValidationError as exc:
+                    messages.error(request, " ".join(exc.messages))
+                    return HttpResponseRedirect(change_url)
+                messages.success(request, spec.done)
+                return HttpResponseRedirect(change_url)
+            messages.error(request, gettext("Please correct the errors below."))
+        unmasked = request.user.has_perm(VIEW_SENSITIVE)
+        if unmasked:
+            audit_log(actor=_actor(request), action="request.sensitive_viewed", obj=obj)
+        context = self._page_context(
+            request,
+            title=f"{spec.label}: {obj.reference}",
+            original=obj,
+            form=form,
+            action=spec,
+            change_url=change_url,
+            correction=corrections.items_for_staff([item], unmasked=unmasked)[0],
+            media=self.media + form.media,
+        )
+        return in_business_time(
+            TemplateResponse(request, "admin/dsar/datasubjectrequest/correction_form.html", context)
         )
 
     def document_view(self, request: HttpRequest, object_id: int, document_id: int) -> HttpResponseBase:

@@ -24,11 +24,11 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from accounts.models import User
+from accounts.models import DataSubject, User
 from core.audit import Actor
-from dsar import services, views
+from dsar import corrections, services, views
 from dsar.forms import MAX_DETAILS, MAX_DOCUMENTS, MAX_NAME, MAX_RELATIONSHIP, TYPE_EXPLANATIONS
-from dsar.models import DataSubjectRequest, OnBehalf, RequestType, Status
+from dsar.models import CorrectionItem, DataSubjectRequest, OnBehalf, RequestType, Status
 
 # --- Serializers -----------------------------------------------------------------------------
 
@@ -76,6 +76,25 @@ class RequestSerializer(serializers.ModelSerializer):
         return views.days_left(obj)
 
 
+class CorrectionSerializer(serializers.Serializer):
+    """One proposed new value and what became of it."""
+
+    id = serializers.IntegerField(source="item.pk")
+    target = serializers.CharField(source="item.target")
+    table = serializers.CharField(source="item.table")
+    column = serializers.CharField(source="item.column")
+    row = serializers.CharField(source="item.row", allow_null=True)
+    field_label = serializers.CharField(source="label")
+    proposed_value = serializers.CharField(source="item.proposed_value", allow_null=True)
+    reason = serializers.CharField(source="item.reason", allow_null=True)
+    decision = serializers.ChoiceField(source="item.decision", choices=CorrectionItem.Decision.choices)
+    decision_reason = serializers.CharField(source="item.decision_reason", allow_null=True)
+    outcome = serializers.ChoiceField(
+        source="state", choices=["pending", "approved", "changed", "not_found", "refused"]
+    )
+    outcome_label = serializers.CharField(source="text")
+
+
 class RequestDetailSerializer(RequestSerializer):
     explanation = serializers.SerializerMethodField()
     details = serializers.CharField(read_only=True)
@@ -84,6 +103,7 @@ class RequestDetailSerializer(RequestSerializer):
     refusal_ground_label = serializers.SerializerMethodField()
     refusal_explanation = serializers.SerializerMethodField()
     timeline = serializers.SerializerMethodField()
+    corrections = serializers.SerializerMethodField()
 
     class Meta(RequestSerializer.Meta):
         fields = [
@@ -95,6 +115,7 @@ class RequestDetailSerializer(RequestSerializer):
             "refusal_ground_label",
             "refusal_explanation",
             "timeline",
+            "corrections",
         ]
         read_only_fields = fields
 
@@ -119,6 +140,81 @@ class RequestDetailSerializer(RequestSerializer):
             {"at": e.at, "kind": e.kind, "text": str(e.label), "body": e.body}
             for e in views.requester_timeline(obj)
         ]
+
+    @extend_schema_field(CorrectionSerializer(many=True))
+    def get_corrections(self, obj: DataSubjectRequest) -> list[dict[str, Any]]:
+        if obj.type != RequestType.CORRECTION:
+            return []
+        return list(CorrectionSerializer(corrections.correction_outcomes(obj), many=True).data)
+
+
+class ChangeSerializer(serializers.Serializer):
+    """A new value for one correctable field (see GET /api/v1/correctable-fields/)."""
+
+    target = serializers.CharField(
+        max_length=40, help_text="“quanyi” for your profile, or the code of a product source."
+    )
+    table = serializers.CharField(
+        max_length=63, required=False, allow_blank=True, default="", help_text="“profile” for Quanyi."
+    )
+    column = serializers.CharField(max_length=63)
+    row = serializers.CharField(
+        max_length=64,
+        required=False,
+        allow_null=True,
+        default=None,
+        help_text="The record's id, for tables with several records per person (e.g. orders).",
+    )
+    value = serializers.CharField(max_length=corrections.MAX_VALUE, trim_whitespace=True)
+    reason = serializers.CharField(
+        max_length=corrections.MAX_REASON, required=False, allow_blank=True, default=""
+    )
+
+
+class ChangeListField(serializers.ListField):
+    """Errors as one entry per change, `{}` for the good ones: the shape the services answer
+    with too (DRF's own is a dict keyed by position)."""
+
+    def run_child_validation(self, data: list[Any]) -> list[Any]:
+        try:
+            return list(super().run_child_validation(data))
+        except serializers.ValidationError as exc:
+            detail: Any = exc.detail
+            if isinstance(detail, dict):
+                raise serializers.ValidationError([detail.get(i, {}) for i in range(len(data))]) from None
+            raise
+
+
+def _changes_field() -> serializers.ListField:
+    return ChangeListField(
+        child=ChangeSerializer(),
+        required=False,
+        default=list,
+        max_length=corrections.MAX_CHANGES,
+        help_text="Correction requests only (JSON): new values for fields of yours. A bad change "
+        'answers 400 with {"changes": [{}, {"value": ["..."]}]}, one entry per change, and '
+        "stores nothing.",
+    )
+
+
+class ChangesSerializer(serializers.Serializer):
+    changes = ChangeListField(child=ChangeSerializer(), min_length=1, max_length=corrections.MAX_CHANGES)
+
+
+class CorrectableSerializer(serializers.Serializer):
+    target = serializers.CharField()
+    table = serializers.CharField()
+    column = serializers.CharField()
+    row = serializers.CharField(allow_null=True)
+    section = serializers.CharField()
+    name = serializers.CharField()
+    current = serializers.CharField(allow_blank=True)
+    kind = serializers.CharField()
+
+
+class CorrectableListingSerializer(serializers.Serializer):
+    correctable = CorrectableSerializer(many=True, source="fields")
+    unavailable = serializers.ListField(child=serializers.CharField())
 
 
 class _CreateBase(serializers.Serializer):
@@ -154,6 +250,7 @@ class RequestCreateSerializer(_CreateBase):
     """A signed-in subject's new request."""
 
     details = serializers.CharField(max_length=MAX_DETAILS, required=False, allow_blank=True, default="")
+    changes = _changes_field()
 
 
 class PublicRequestCreateSerializer(_CreateBase):
@@ -193,6 +290,8 @@ class PublicRequestVerifiedSerializer(serializers.Serializer):
 
 
 def _service_errors(exc: DjangoValidationError) -> serializers.ValidationError:
+    if isinstance(exc, corrections.ChangeErrors):
+        return serializers.ValidationError({"changes": exc.changes})
     if hasattr(exc, "error_dict"):
         return serializers.ValidationError(exc.message_dict)
     return serializers.ValidationError({"non_field_errors": exc.messages})
@@ -264,6 +363,7 @@ class RequestListCreate(generics.ListAPIView):
                 subject_name=v["subject_name"],
                 subject_email=v["subject_email"],
                 documents=v["documents"],
+                changes=v["changes"],
             )
         except DjangoValidationError as exc:
             raise _service_errors(exc) from None
@@ -297,6 +397,55 @@ class RequestWithdraw(APIView):
         except services.TransitionError as exc:
             return Response({"detail": " ".join(exc.messages)}, status=status.HTTP_409_CONFLICT)
         return Response(RequestDetailSerializer(dsr).data)
+
+
+class RequestChanges(APIView):
+    permission_classes = [IsSubject]
+    parser_classes = [JSONParser]
+
+    @extend_schema(
+        summary="Propose more new values on one of your correction requests",
+        description="For your own open correction request. All changes are stored, or none: a bad "
+        "change answers 400 with one entry of field messages per change.",
+        request=ChangesSerializer,
+        responses={
+            201: RequestDetailSerializer,
+            400: _DOC_400,
+            403: _DENIED,
+            404: DetailSerializer,
+            409: DetailSerializer,
+        },
+    )
+    def post(self, request: Request, pk: int) -> Response:
+        dsr = _own(request, pk)
+        data = ChangesSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        try:
+            corrections.corrections_propose(
+                request=dsr, actor=Actor.of(request.user), changes=data.validated_data["changes"]
+            )
+        except services.TransitionError as exc:
+            return Response({"detail": " ".join(exc.messages)}, status=status.HTTP_409_CONFLICT)
+        except DjangoValidationError as exc:
+            raise _service_errors(exc) from None
+        return Response(RequestDetailSerializer(dsr).data, status=status.HTTP_201_CREATED)
+
+
+class CorrectableFields(APIView):
+    permission_classes = [IsSubject]
+
+    @extend_schema(
+        summary="Your fields that a correction request may change, with the values held now",
+        description="Use `target`, `table`, `column` and `row` of an entry in `changes` of a "
+        "correction request. `unavailable` names sources that could not be read just now.",
+        responses={200: CorrectableListingSerializer, 403: _DENIED},
+    )
+    def get(self, request: Request) -> Response:
+        subject = DataSubject.objects.filter(user=cast(User, request.user)).first()
+        if subject is None or subject.is_erased:
+            return Response({"correctable": [], "unavailable": []})
+        listing = corrections.correctable_fields(subject=subject)
+        return Response(CorrectableListingSerializer(listing).data)
 
 
 def _own(request: Request, pk: int) -> DataSubjectRequest:

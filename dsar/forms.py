@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from django import forms
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 from django.utils.functional import Promise
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from accounts.forms import PHONE_HELP, clean_phone
+from dsar.corrections import MAX_REASON as MAX_CORRECTION_REASON
+from dsar.corrections import MAX_VALUE as MAX_CORRECTION_VALUE
+from dsar.corrections import Correctable
 from dsar.models import OnBehalf, RequestType
 
 MAX_DETAILS = 5000
@@ -211,3 +216,61 @@ class ProvideInfoForm(forms.Form):
         if not (data.get("message") or "").strip() and not data.get("documents"):
             raise ValidationError(_("Add a message or a document."))
         return data
+
+
+class CorrectionForm(forms.Form):
+    """New values for the subject's correctable fields, each with the value held now (theirs to
+    see) and an optional reason. Fields left empty are not changed. The services check each
+    value against its field; their messages come back onto the field they are about."""
+
+    def __init__(self, *args: Any, fields: Sequence[Correctable], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.correctables = list(fields)
+        for c in self.correctables:
+            self.fields[self.value_name(c)] = forms.CharField(
+                label=c.name, required=False, max_length=MAX_CORRECTION_VALUE
+            )
+            self.fields[self.reason_name(c)] = forms.CharField(
+                label=_("Why (optional)"),
+                required=False,
+                max_length=MAX_CORRECTION_REASON,
+                widget=forms.TextInput(attrs={"aria-label": f"{c.name}: {gettext('why (optional)')}"}),
+            )
+
+    @staticmethod
+    def value_name(c: Correctable) -> str:
+        return f"new:{c.key}"
+
+    @staticmethod
+    def reason_name(c: Correctable) -> str:
+        return f"why:{c.key}"
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per field, in sections (the place, and the record where there are several)."""
+        return [
+            {"field": c, "value": self[self.value_name(c)], "reason": self[self.reason_name(c)]}
+            for c in self.correctables
+        ]
+
+    def _proposed(self) -> list[Correctable]:
+        return [c for c in self.correctables if (self.cleaned_data.get(self.value_name(c)) or "").strip()]
+
+    def changes(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "target": c.target,
+                "table": c.table,
+                "column": c.column,
+                "row": c.row,
+                "value": self.cleaned_data[self.value_name(c)],
+                "reason": self.cleaned_data.get(self.reason_name(c), ""),
+            }
+            for c in self._proposed()
+        ]
+
+    def apply_change_errors(self, errors: Sequence[Mapping[str, Sequence[str]]]) -> None:
+        """Put the services' per-change messages on the fields the changes came from."""
+        for c, field_errors in zip(self._proposed(), errors, strict=False):
+            for key, messages in field_errors.items():
+                name = self.reason_name(c) if key == "reason" else self.value_name(c)
+                self.add_error(name, list(messages))

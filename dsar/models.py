@@ -299,3 +299,59 @@ class Reminder(models.Model):
 
     def __str__(self) -> str:
         return f"{self.request_id}:{self.threshold}"
+
+
+class CorrectionItem(models.Model):
+    """One new value a subject proposes for one correctable field (PIPL Art. 46; seed 000
+    §4.2): in their Quanyi profile (`target` "quanyi", table "profile") or in a product source
+    (`target` the source code, `table` and `column` from its data-map file, `row` the primary
+    key when the table holds several rows per person). Values are encrypted under the
+    subject's key; staff approve (the value is written at once) or reject with a reason the
+    requester reads."""
+
+    QUANYI = "quanyi"
+    PROFILE = "profile"
+
+    class Decision(models.TextChoices):
+        PENDING = "pending", _("pending")
+        APPROVED = "approved", _("approved")
+        REJECTED = "rejected", _("rejected")
+
+    request = models.ForeignKey(DataSubjectRequest, on_delete=models.CASCADE, related_name="corrections")
+    target = models.CharField(_("where"), max_length=40)
+    table = models.CharField(_("table"), max_length=63)
+    column = models.CharField(_("field"), max_length=63)
+    row = models.CharField(_("record"), max_length=64, null=True, blank=True)
+    current_value = EncryptedTextField(_("value when proposed"), key_from="request.subject.key_id")
+    proposed_value = EncryptedTextField(_("proposed value"), key_from="request.subject.key_id")
+    reason = EncryptedTextField(_("the requester's reason"), key_from="request.subject.key_id")
+    decision = models.CharField(
+        _("decision"), max_length=8, choices=Decision.choices, default=Decision.PENDING
+    )
+    decision_reason = EncryptedTextField(
+        _("reason for the decision (the requester reads it)"), key_from="request.subject.key_id"
+    )
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decided_at = models.DateTimeField(_("decided at"), null=True, blank=True)
+    applied_at = models.DateTimeField(_("applied at"), null=True, blank=True)
+    rows_changed = models.PositiveIntegerField(_("records changed"), null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["request", "id"]
+        verbose_name = _("correction")
+        verbose_name_plural = _("corrections")
+        indexes = [models.Index(fields=["request", "decision"], name="dsar_correction_decision")]
+
+    def __str__(self) -> str:
+        return f"{self.request_id}:{self.target}.{self.table}.{self.column}"
+
+    @property
+    def is_pending(self) -> bool:
+        return self.decision == self.Decision.PENDING
+
+    @property
+    def awaits_apply(self) -> bool:
+        return self.decision == self.Decision.APPROVED and self.applied_at is None

@@ -3,6 +3,7 @@ status and what to do next; they never repeat the personal data of the request."
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from django.conf import settings
@@ -12,7 +13,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import translation
 
-from dsar.models import DataSubjectRequest, Reminder
+from dsar.models import DataSubjectRequest, Reminder, RequestType
 
 REQUESTER_KINDS = {"received", "verified", "info_needed", "completed", "refused", "withdrawn"}
 
@@ -48,7 +49,13 @@ def send_requester_email(*, request_id: int, kind: str) -> int:
         raise ValueError(f"unknown e-mail kind {kind}")
     request = DataSubjectRequest.objects.select_related("subject", "user").get(pk=request_id)
     to = requester_address(request)
-    return _send(f"requester_{kind}", [to] if to else [], _context(request), request.language)
+    context = _context(request)
+    if kind == "completed" and request.type == RequestType.CORRECTION:
+        from dsar.corrections import correction_outcomes
+
+        # Called by the template, so that the labels are in the requester's language.
+        context["corrections"] = partial(correction_outcomes, request)
+    return _send(f"requester_{kind}", [to] if to else [], context, request.language)
 
 
 def send_erasure_report(*, request: DataSubjectRequest, erasure: Any) -> int:

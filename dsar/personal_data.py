@@ -5,6 +5,7 @@ from core.datamap import Erase, Export, PersonalField, register
 from dsar.models import (
     CalendarDay,
     CalendarYear,
+    CorrectionItem,
     DataSubjectRequest,
     EmailChallenge,
     Reminder,
@@ -86,3 +87,30 @@ register(Reminder, subject="request.subject", not_personal=["id", "request", "th
 register(RequestCounter, subject="", not_personal=["year", "last"])
 register(CalendarDay, subject="", not_personal=["date", "kind", "name"])
 register(CalendarYear, subject="", not_personal=["year", "source", "loaded_at"])
+register(
+    CorrectionItem,
+    subject="request.subject",
+    fields={
+        # A value of whichever field is corrected, health information included: treated as
+        # sensitive whatever the field.
+        "current_value": PersonalField(C.INTERACTION, sensitive=True, erase=Erase.NULL),
+        "proposed_value": PersonalField(C.INTERACTION, sensitive=True, erase=Erase.NULL),
+        "reason": PersonalField(C.INTERACTION, erase=Erase.NULL),
+        "decision_reason": PersonalField(C.INTERACTION, erase=Erase.NULL),
+    },
+    not_personal=[
+        "id",
+        "request",
+        "target",
+        "table",
+        "column",
+        "row",
+        "decision",
+        "decided_by",
+        "decided_at",
+        "applied_at",
+        "rows_changed",
+        "created_at",
+    ],
+    note="which field was corrected, and the decision, are kept as evidence; the values are encrypted",
+)

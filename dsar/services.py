@@ -34,6 +34,7 @@ from dsar.models import (
     OPEN_STATUSES,
     CalendarDay,
     CalendarYear,
+    CorrectionItem,
     DataSubjectRequest,
     EmailChallenge,
     OnBehalf,
@@ -490,6 +491,10 @@ def request_complete(
     (an erasure sends its report itself, before the address becomes unreadable)."""
     if not answer.strip():
         raise ValidationError({"answer": _("Write the answer the requester will see.")})
+    if request.status != Status.COMPLETED and _corrections_open(request):
+        raise TransitionError(
+            _("Decide every proposed correction, and apply the approved ones, before completing the request.")
+        )
     request, changed = _transition(
         request,
         "complete",
@@ -530,6 +535,18 @@ def request_withdraw(*, request: DataSubjectRequest, actor: Actor) -> DataSubjec
     if changed:
         _email(request, "withdrawn")
     return request
+
+
+def _corrections_open(request: DataSubjectRequest) -> bool:
+    """Proposed corrections that still need staff: undecided, or approved and not written."""
+    return (
+        CorrectionItem.objects.filter(request=request)
+        .filter(
+            Q(decision=CorrectionItem.Decision.PENDING)
+            | Q(decision=CorrectionItem.Decision.APPROVED, applied_at__isnull=True)
+        )
+        .exists()
+    )
 
 
 def _on_time(request: DataSubjectRequest) -> bool:

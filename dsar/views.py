@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import SimpleNamespace
@@ -35,11 +36,12 @@ from django.views.decorators.http import require_http_methods, require_POST
 from accounts.models import DataSubject, User
 from core.audit import Actor
 from core.ratelimit import rate_limited
-from dsar import services
+from dsar import corrections, services
 from dsar.forms import (
     REFERENCE_MAX,
     TYPE_EXPLANATIONS,
     CodeForm,
+    CorrectionForm,
     FindRequestForm,
     ProvideInfoForm,
     PublicRequestForm,
@@ -216,9 +218,11 @@ def submit_for_user(
     subject_name: str = "",
     subject_email: str = "",
     documents: list[Any] | None = None,
+    changes: Sequence[Mapping[str, Any]] = (),
 ) -> DataSubjectRequest:
-    return services.request_submit_for_user(
+    return corrections.request_submit_with_changes(
         user=user,
+        changes=changes,
         type=type,
         on_behalf=on_behalf,
         details=details,
@@ -364,10 +368,24 @@ def submit(request: HttpRequest, type: str) -> HttpResponse:
     return _submit_public(request, type, context)
 
 
+def correction_form(request: HttpRequest, user: User) -> tuple[CorrectionForm | None, list[str]]:
+    """The field-by-field part of a correction request, for an account holder: their correctable
+    fields with the values held now (and the sources that could not be read just now)."""
+    subject = DataSubject.objects.filter(user=user).first()
+    if subject is None or subject.is_erased:
+        return None, []
+    listing = corrections.correctable_fields(subject=subject)
+    return CorrectionForm(**_bound(request), fields=listing.fields, prefix="c"), listing.unavailable
+
+
 def _submit_as_subject(request: HttpRequest, type: str, context: dict[str, Any]) -> HttpResponse:
     user = cast(User, request.user)
     form = SubjectRequestForm(**_bound(request))
-    if form.is_bound and form.is_valid():
+    changes_form, unavailable = (
+        correction_form(request, user) if type == RequestType.CORRECTION else (None, [])
+    )
+    changes_ok = changes_form is None or not changes_form.is_bound or changes_form.is_valid()
+    if form.is_bound and form.is_valid() and changes_ok:
         data = form.cleaned_data
         try:
             dsr = submit_for_user(
@@ -380,7 +398,11 @@ def _submit_as_subject(request: HttpRequest, type: str, context: dict[str, Any])
                 subject_name=data["subject_name"],
                 subject_email=data["subject_email"],
                 documents=data["documents"],
+                changes=changes_form.changes() if changes_form is not None else (),
             )
+        except corrections.ChangeErrors as exc:
+            assert changes_form is not None  # noqa: S101 - changes come only from this form
+            changes_form.apply_change_errors(exc.changes)
         except ValidationError as exc:
             apply_service_errors(form, exc)
         else:
@@ -399,6 +421,8 @@ def _submit_as_subject(request: HttpRequest, type: str, context: dict[str, Any])
             return redirect("dsar:detail", pk=dsr.pk)
     context.update(
         form=form,
+        changes_form=changes_form,
+        unavailable=unavailable,
         public=False,
         reauthenticated=recently_reauthenticated(user, request.session),
         reauthenticate_url=reverse("account_reauthenticate")
@@ -483,8 +507,50 @@ def _render_request(
         "days_left": days_left(dsr),
         "info_form": info_form,
         "explanation": TYPE_EXPLANATIONS.get(dsr.type, ""),
+        "corrections": corrections.correction_outcomes(dsr) if dsr.type == RequestType.CORRECTION else [],
+        "may_propose": may_propose(request.user, dsr),
     }
     return _render(request, "dsar/detail.html", context)
+
+
+def may_propose(user: Any, dsr: DataSubjectRequest) -> bool:
+    """Field-level corrections: the account holder's own open correction request."""
+    return (
+        dsr.type == RequestType.CORRECTION
+        and dsr.is_open
+        and dsr.on_behalf == OnBehalf.SELF
+        and is_subject_user(user)
+        and dsr.user_id == user.pk
+    )
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def propose(request: HttpRequest, pk: int) -> HttpResponse:
+    """More new values for one's own open correction request."""
+    dsr = own_request(request.user, pk)
+    if not may_propose(request.user, dsr):
+        raise Http404
+    user = cast(User, request.user)
+    form, unavailable = correction_form(request, user)
+    if form is None:
+        raise Http404
+    if form.is_bound and form.is_valid():
+        changes = form.changes()
+        if not changes:
+            form.add_error(None, _("Enter at least one new value."))
+        else:
+            try:
+                corrections.corrections_propose(request=dsr, actor=Actor.of(user), changes=changes)
+            except corrections.ChangeErrors as exc:
+                form.apply_change_errors(exc.changes)
+            except ValidationError as exc:
+                form.add_error(None, exc.messages)
+            else:
+                messages.success(request, _("Thank you: we will look at the new values you proposed."))
+                return redirect("dsar:detail", pk=dsr.pk)
+    context = {"dsr": dsr, "changes_form": form, "unavailable": unavailable}
+    return _render(request, "dsar/propose.html", context)
 
 
 @require_http_methods(["GET", "POST"])

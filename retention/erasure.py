@@ -276,7 +276,7 @@ def erasure_run(
     # Progress (the cursor, the counters, the lease) is checkpointed at most every half second
     # rather than after every batch: a crash repeats at most the batches since the last
     # checkpoint, which is harmless, and the bookkeeping stays off the hot path.
-    every = min(0.5, settings.QUANYI_ERASURE_LEASE_SECONDS / 3)
+    every = min(settings.QUANYI_ERASURE_CHECKPOINT_SECONDS, settings.QUANYI_ERASURE_LEASE_SECONDS / 3)
     for step in erasure.steps.filter(done_at__isnull=True).order_by("position"):
         source = sources.source_map(step.source)
         table = source.table(step.table)

@@ -265,7 +265,10 @@ def patient_id_of_hashed(p: sample_product.Person) -> int:
         return int(cursor.fetchone()[0])
 
 
-def test_a_run_that_crashes_half_way_resumes_to_the_same_result(product: None, monkeypatch: Any) -> None:
+def test_a_run_that_crashes_half_way_resumes_to_the_same_result(
+    product: None, monkeypatch: Any, settings: Any
+) -> None:
+    settings.QUANYI_ERASURE_CHECKPOINT_SECONDS = 0  # save progress after every batch
     subject, p = subject_with_data(1)
     pid = patient_id_of(p)
     sample_product.insert_rows(
