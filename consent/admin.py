@@ -57,6 +57,7 @@ def subject_pk(term: str) -> int | None:
 @admin.register(Purpose)
 class PurposeAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     form = PurposeAdminForm
+    filter_horizontal = ["shares_with"]
     list_display = [
         "code",
         "name_zh",

@@ -338,3 +338,26 @@ def load_demo(*, today: date | None = None) -> dict[str, int]:
         "purposes": Purpose.objects.count(),
         "events": events,
     }
+
+
+# Which entries of the disclosure register each demo purpose shares with (core.demo).
+PURPOSE_RECIPIENTS = {
+    "order_delivery": ("shunda-logistics", "yinhe-pay"),
+    "marketing_push": ("xintong-messaging",),
+}
+
+
+def purposes_link_recipients() -> int:
+    """Link demo purposes to the demo register (idempotent); returns links added."""
+    from core.models import Recipient
+
+    added = 0
+    for code, recipient_codes in PURPOSE_RECIPIENTS.items():
+        purpose = Purpose.objects.filter(code=code).first()
+        if purpose is None:
+            continue
+        for recipient in Recipient.objects.filter(code__in=recipient_codes):
+            if not purpose.shares_with.filter(pk=recipient.pk).exists():
+                purpose.shares_with.add(recipient)
+                added += 1
+    return added

@@ -64,6 +64,7 @@ class PurposeAdminForm(forms.ModelForm):  # type: ignore[type-arg]
             "marketing",
             "categories",
             "recipients",
+            "shares_with",
             "retention",
             "active",
             "order",

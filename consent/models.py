@@ -83,6 +83,13 @@ class Purpose(models.Model):
     )
     categories = models.JSONField(_("categories of personal information"), default=list, blank=True)
     recipients = models.JSONField(_("recipients it shares with"), default=list, blank=True)
+    shares_with = models.ManyToManyField(
+        "core.Recipient",
+        blank=True,
+        related_name="purposes",
+        verbose_name=_("recipients in the register"),
+        help_text=_("told when a subject withdraws consent to this purpose"),
+    )
     retention = models.CharField(_("retention"), max_length=200, blank=True)
     marketing = models.BooleanField(_("marketing (one-click unsubscribe)"), default=False)
     active = models.BooleanField(_("active"), default=True)

@@ -26,7 +26,9 @@ from consent.models import (
     PolicyVersion,
     Purpose,
 )
-from core.audit import Actor, audit_log
+from core.audit import SYSTEM, Actor, audit_log
+from core.models import NoticeKind
+from core.recipients import recipients_notify
 
 CHILD_AGE = 14
 
@@ -159,7 +161,26 @@ def consent_record(
         obj=subject,
         data={"purpose": purpose.code, "event": event.pk, "channel": channel, "policy": policy.version},
     )
+    if action == ConsentEvent.Action.WITHDRAW:
+        _tell_recipients_of_withdrawal(event)
     return event
+
+
+def _tell_recipients_of_withdrawal(event: ConsentEvent) -> None:
+    """Recipients the purpose shares with, and that hold the subject's data, are told to stop
+    (seed 000 §4.4): one notice each per withdrawal, queued after commit."""
+    purpose = event.purpose
+    codes = list(purpose.shares_with.values_list("code", flat=True))
+    if not codes:
+        return
+    recipients_notify(
+        subject=event.subject,
+        kind=NoticeKind.CONSENT_WITHDRAWAL,
+        reference=f"consent/{event.receipt_id}",
+        actor=SYSTEM,
+        categories=list(purpose.categories) or None,
+        only=codes,
+    )
 
 
 def receipt_issue(*, event: ConsentEvent, actor: Actor) -> dict[str, object]:

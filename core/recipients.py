@@ -247,6 +247,7 @@ def recipients_notify(
     actor: Actor,
     categories: Iterable[str] | None = None,
     fields: Mapping[str, Any] | None = None,
+    only: Iterable[str] | None = None,
 ) -> list[RecipientNotice]:
     """Notify every active recipient that holds `subject`'s data (only those holding one of
     `categories`, when given) about a business event: one notice per recipient, queued for
@@ -254,7 +255,8 @@ def recipients_notify(
     id) and must be unique to it: the same (recipient, kind, reference) is notified once, and a
     repeated call returns the existing notices. For corrections, `fields` maps each corrected
     field to its new value; it needs `categories`, so new values only reach recipients that
-    received that kind of data."""
+    received that kind of data. `only` limits the notices to the recipients with those codes
+    (a purpose's recipients, for a consent withdrawal)."""
     if kind not in NoticeKind.values:
         raise ValidationError({"kind": _("Unknown notice kind.")})
     reference = reference.strip()
@@ -283,6 +285,8 @@ def recipients_notify(
         .select_related("recipient")
         .order_by("recipient__code")
     )
+    if only is not None:
+        disclosures = disclosures.filter(recipient__code__in=list(only))
     for disclosure in disclosures:
         if disclosure.recipient_id in existing:
             continue

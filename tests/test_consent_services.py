@@ -218,3 +218,40 @@ def test_no_published_policy_means_no_consent_can_be_recorded() -> None:
         consent_record(
             subject=factories.subject(), purpose=purpose, action="grant", channel=WEB, actor=SYSTEM
         )
+
+
+def test_withdrawing_tells_the_recipients_the_purpose_shares_with_once(marketing: Purpose) -> None:
+    from core.models import NoticeKind, Recipient, RecipientKind, RecipientLegalBasis, RecipientNotice
+    from core.recipients import disclosure_record, recipient_save
+
+    subject = factories.subject(email="li@example.cn")
+    made = {}
+    for code in ("xintong", "cloud"):
+        made[code] = recipient_save(
+            recipient=Recipient(
+                code=code,
+                name=code,
+                kind=RecipientKind.ENTRUSTED,
+                purpose="推送",
+                legal_basis=RecipientLegalBasis.CONTRACT,
+                categories=["contact"],
+            ),
+            actor=SYSTEM,
+        )
+        disclosure_record(
+            recipient=made[code], subject=subject, categories=["contact"], external_ref="x-1", actor=SYSTEM
+        )
+    marketing.shares_with.add(made["xintong"])  # the cloud host is not this purpose's recipient
+    consent_record(subject=subject, purpose=marketing, action="grant", channel="web", actor=SYSTEM)
+
+    withdrawal = consent_record(
+        subject=subject, purpose=marketing, action="withdraw", channel="web", actor=SYSTEM
+    )
+    consent_record(
+        subject=subject, purpose=marketing, action="withdraw", channel="web", actor=SYSTEM
+    )  # no-op
+
+    notices = list(RecipientNotice.objects.all())
+    assert [(n.recipient.code, n.kind, n.reference) for n in notices] == [
+        ("xintong", NoticeKind.CONSENT_WITHDRAWAL, f"consent/{withdrawal.receipt_id}")
+    ]

@@ -11,7 +11,7 @@ from django.db import transaction
 from accounts.models import DataSubject, User
 from accounts.roles import AGENT, AUDITOR, DPO
 from accounts.services import subject_create, subject_find
-from consent.demo import load_demo
+from consent.demo import load_demo, purposes_link_recipients
 from core.audit import SYSTEM
 from core.demo import recipients_demo_load
 from dsar import sample_product
@@ -115,6 +115,7 @@ class Command(BaseCommand):
             f"Disclosure register: {register['recipients']} new recipients, "
             f"{register['disclosures']} new disclosures."
         )
+        purposes_link_recipients()
 
         self.stdout.write(self.style.SUCCESS(f"Demo data ready. Logins (password for new ones: {password}):"))
         for email, what in logins:
