@@ -3,6 +3,7 @@ from __future__ import annotations
 from core.datamap import Category as C
 from core.datamap import Erase, Export, PersonalField, register
 from dsar.models import (
+    AccountCancellation,
     CalendarDay,
     CalendarYear,
     DataSubjectRequest,
@@ -86,3 +87,20 @@ register(Reminder, subject="request.subject", not_personal=["id", "request", "th
 register(RequestCounter, subject="", not_personal=["year", "last"])
 register(CalendarDay, subject="", not_personal=["date", "kind", "name"])
 register(CalendarYear, subject="", not_personal=["year", "source", "loaded_at"])
+# The cooling-off schedule of a self-service cancellation: dates and how it was undone. The
+# optional reason the subject gave is the request's `details` (encrypted there).
+register(
+    AccountCancellation,
+    subject="request.subject",
+    not_personal=[
+        "id",
+        "request",
+        "user",
+        "confirmed_at",
+        "scheduled_for",
+        "undone_at",
+        "undone_via",
+        "started_at",
+        "blocked_at",
+    ],
+)
