@@ -124,6 +124,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "consent.context_processors.policy_notice",
+                "dsar.context_processors.account_cancellation",
             ],
         },
     },

@@ -211,3 +211,19 @@ class ProvideInfoForm(forms.Form):
         if not (data.get("message") or "").strip() and not data.get("documents"):
             raise ValidationError(_("Add a message or a document."))
         return data
+
+
+MAX_CANCELLATION_REASON = 1000
+
+
+class CancellationForm(forms.Form):
+    """Confirming an account cancellation. The reason is optional: nobody has to explain
+    why they leave."""
+
+    reason = forms.CharField(
+        label=_("Why are you leaving? (optional)"),
+        required=False,
+        max_length=MAX_CANCELLATION_REASON,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text=_("Only if you want to tell us. It does not change anything about the cancellation."),
+    )
