@@ -9,6 +9,7 @@ urlpatterns: list[URLPattern] = [
     path("requests/", api.RequestListCreate.as_view(), name="api-request-list"),
     path("requests/<int:pk>/", api.RequestDetail.as_view(), name="api-request-detail"),
     path("requests/<int:pk>/withdraw/", api.RequestWithdraw.as_view(), name="api-request-withdraw"),
+    path("account/cancellation/", api.CancellationView.as_view(), name="api-account-cancellation"),
     path("public/requests/", api.PublicRequestCreate.as_view(), name="api-public-request-create"),
     path(
         "public/requests/<int:pk>/verify/",
