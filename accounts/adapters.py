@@ -4,7 +4,9 @@ from typing import Any
 
 from allauth.account.adapter import DefaultAccountAdapter
 from django.conf import settings
-from django.http import HttpRequest
+from django.contrib import messages
+from django.http import HttpRequest, HttpResponse
+from django.utils.translation import gettext as _
 
 from accounts import services
 from core.audit import Actor
@@ -33,3 +35,20 @@ class AccountAdapter(DefaultAccountAdapter):
                 language=user.language,
             )
         return user
+
+    def post_login(self, request: HttpRequest, user: Any, **kwargs: Any) -> HttpResponse:
+        """After every complete sign-in (password, second factor if any; also in the headless
+        API): signing in during the cooling-off undoes a pending account cancellation. The
+        credentials that just worked are the evidence that the holder wants the account."""
+        response = super().post_login(request, user, **kwargs)
+        if not user.is_staff:
+            # dsar builds on accounts, never the other way round at import time: the service
+            # is looked up when a sign-in happens.
+            from dsar.cancellation import cancellation_undo_on_login
+
+            if cancellation_undo_on_login(user=user) is not None:
+                messages.success(
+                    request,
+                    _("Welcome back: signing in has undone the cancellation of your account."),
+                )
+        return response

@@ -7,4 +7,5 @@ from accounts import views
 app_name = "portal"
 urlpatterns = [
     path("", views.home, name="home"),
+    path("account/", views.account, name="account"),
 ]

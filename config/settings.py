@@ -124,6 +124,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "consent.context_processors.policy_notice",
+                "dsar.context_processors.account_cancellation",
             ],
         },
     },
@@ -320,6 +321,9 @@ CELERY_BEAT_SCHEDULE = {
     # Every minute: erasures confirmed but not running (a lost message, a crashed worker whose
     # lease ran out) are queued again; the lease makes a second run harmless.
     "erasures-resume": {"task": "retention.tasks.erasures_resume", "schedule": 60.0},
+    # Every 15 minutes: account cancellations whose cooling-off has ended get their erasure
+    # planned and confirmed (each once: the schedule row is claimed with a conditional UPDATE).
+    "dsar-cancellations": {"task": "dsar.tasks.cancellations_sweep", "schedule": 15 * 60.0},
     # Every minute: send recipient notices whose (next) attempt is due, and re-queue ones a
     # worker lost. Retries back off 1, 2, 4 ... minutes up to 6 hours, until a 2xx.
     "recipient-notices": {"task": "core.tasks.recipient_notices_sweep", "schedule": 60.0},
@@ -338,6 +342,16 @@ QUANYI_ERASURE_CHECKPOINT_SECONDS = env.float("QUANYI_ERASURE_CHECKPOINT_SECONDS
 # Until the backup catalogue knows better: backups are kept this many days, so an erased
 # person's data has left every backup this long after the erasure.
 QUANYI_BACKUP_RETENTION_DAYS = env.int("QUANYI_BACKUP_RETENTION_DAYS", default=30)
+
+# --- Account cancellation ----------------------------------------------------------------
+# Days between the subject confirming a cancellation and the erasure starting; signing in or
+# the undo button undoes it meanwhile. The request is verified at confirmation, so the
+# cooling-off counts against the 15 working days: 14 days still leave at least 4 before the
+# deadline (tests/test_cancellation.py checks every day of a year) for the erasure, or for
+# staff when a legal hold stops it; more would not.
+QUANYI_CANCELLATION_COOLING_OFF_DAYS = env.int("QUANYI_CANCELLATION_COOLING_OFF_DAYS", default=7)
+if not 0 <= QUANYI_CANCELLATION_COOLING_OFF_DAYS <= 14:
+    raise ImproperlyConfigured("QUANYI_CANCELLATION_COOLING_OFF_DAYS must be between 0 and 14 (days).")
 
 # --- Security --------------------------------------------------------------------------
 SECURE_CONTENT_TYPE_NOSNIFF = True

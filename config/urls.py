@@ -14,6 +14,7 @@ admin.site.site_title = "Quanyi"
 
 urlpatterns = [
     path("", include("accounts.urls")),
+    path("account/cancel/", include("dsar.cancellation_urls")),
     path("requests/", include("dsar.urls")),
     path("api/v1/", include("dsar.api_urls")),
     path("api/v1/", include("consent.api_urls")),

@@ -38,7 +38,7 @@ from django.http import (
 from django.template.response import SimpleTemplateResponse, TemplateResponse
 from django.urls import URLPattern, path, reverse
 from django.utils import timezone
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 from django.utils.http import content_disposition_header
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
@@ -52,6 +52,8 @@ from dsar import corrections, selectors, services
 from dsar import erasure as dsar_erasure
 from dsar.models import (
     CLOCK_RUNNING,
+    OPEN_STATUSES,
+    AccountCancellation,
     CalendarDay,
     CalendarYear,
     CorrectionItem,
@@ -125,6 +127,30 @@ class AssigneeFilter(admin.SimpleListFilter):
             return queryset.filter(assignee__isnull=True)
         if value and value.isdigit():
             return queryset.filter(assignee_id=int(value))
+        return queryset
+
+
+class CancellationFilter(admin.SimpleListFilter):
+    """Self-service account cancellations: in their cooling-off, or stopped (a legal hold
+    blocked the erasure) and waiting for staff."""
+
+    title = _("account cancellation")
+    parameter_name = "cancellation"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        return [("cooling_off", _("in the cooling-off")), ("blocked", _("blocked: staff decide"))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Any]) -> QuerySet[Any]:
+        if self.value() == "cooling_off":
+            return queryset.filter(
+                cancellation__undone_at__isnull=True, cancellation__started_at__isnull=True
+            )
+        if self.value() == "blocked":
+            return queryset.filter(
+                cancellation__undone_at__isnull=True,
+                cancellation__blocked_at__isnull=False,
+                status__in=OPEN_STATUSES,
+            )
         return queryset
 
 
@@ -290,6 +316,14 @@ def _erasure_status(obj: DataSubjectRequest) -> str | None:
     return erasure.status if erasure else None
 
 
+def _in_cooling_off(obj: DataSubjectRequest) -> bool:
+    """A self-service cancellation the subject can still undo: the sweep plans its erasure
+    when the cooling-off ends, staff do not pre-empt it."""
+    return AccountCancellation.objects.filter(
+        request_id=obj.pk, undone_at__isnull=True, started_at__isnull=True
+    ).exists()
+
+
 def _may_take(obj: DataSubjectRequest, user: Any) -> bool:
     # Agents take an unassigned request or keep their own; taking one from a colleague is the
     # DPO's reassignment.
@@ -408,6 +442,7 @@ ACTIONS: dict[str, StaffAction] = {
                 obj.type in dsar_erasure.ERASING_TYPES
                 and obj.status in (Status.VERIFIED, Status.IN_PROGRESS)
                 and dsar_erasure.erasure_of(obj) is None
+                and not _in_cooling_off(obj)
             ),
         ),
         StaffAction(
@@ -463,7 +498,14 @@ class DataSubjectRequestAdmin(SensitiveFieldsMixin, admin.ModelAdmin):  # type: 
     ]
     list_display_links = ["reference"]
     list_select_related = ["assignee"]
-    list_filter = ["status", "type", DeadlineFilter, "deadline_provisional", AssigneeFilter]
+    list_filter = [
+        "status",
+        "type",
+        DeadlineFilter,
+        "deadline_provisional",
+        AssigneeFilter,
+        CancellationFilter,
+    ]
     list_per_page = 50
     # Marks the search box as present; the search itself is `get_search_results` (exact only).
     search_fields = ["=reference"]
@@ -541,8 +583,14 @@ class DataSubjectRequestAdmin(SensitiveFieldsMixin, admin.ModelAdmin):  # type: 
     def has_work_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(WORK)
 
+    def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
+        fieldsets = list(super().get_fieldsets(request, obj))
+        if obj is not None and obj.type == RequestType.CANCELLATION:
+            fieldsets.append((_("Account cancellation"), {"fields": ["cancellation_schedule"]}))
+        return fieldsets
+
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
-        return list(flatten_fieldsets(self.fieldsets))
+        return list(flatten_fieldsets(self.get_fieldsets(request, obj)))
 
     # -- the list --
 
@@ -655,6 +703,38 @@ class DataSubjectRequestAdmin(SensitiveFieldsMixin, admin.ModelAdmin):  # type: 
     def requester_phone_shown(self, obj: DataSubjectRequest) -> str:
         value = obj.requester_phone
         return shown(value, mask_phone, unmasked=getattr(obj, "unmasked", False))
+
+    @admin.display(description=_("cooling-off"))
+    def cancellation_schedule(self, obj: DataSubjectRequest) -> str:
+        schedule = AccountCancellation.objects.filter(request=obj).first()
+        if schedule is None:
+            return gettext("none: made through the request form, so staff plan and confirm the erasure")
+
+        def at(value: Any) -> str:
+            return value.astimezone(business_tz()).strftime("%Y-%m-%d %H:%M") if value else "—"
+
+        rows = [
+            (gettext("confirmed by the subject"), at(schedule.confirmed_at)),
+            (gettext("cooling-off ends, erasure starts"), at(schedule.scheduled_for)),
+        ]
+        if schedule.undone_at:
+            rows.append(
+                (gettext("undone"), f"{at(schedule.undone_at)} · {schedule.get_undone_via_display()}")
+            )
+        if schedule.started_at:
+            rows.append((gettext("erasure planned and confirmed"), at(schedule.started_at)))
+        if schedule.blocked_at:
+            rows.append(
+                (
+                    gettext("BLOCKED: staff decide"),
+                    f"{at(schedule.blocked_at)} · "
+                    + gettext("a legal hold stopped the erasure; see the internal note"),
+                )
+            )
+        return format_html(
+            '<dl class="dsar-cancellation">{}</dl>',
+            format_html_join("", "<dt>{}</dt><dd>{}</dd>", rows),
+        )
 
     @admin.display(description=_("deadline"))
     def deadline(self, obj: DataSubjectRequest) -> str:

@@ -13,6 +13,7 @@ from typing import Any, cast
 from django.contrib.sessions.backends.base import SessionBase
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import Http404
+from django.utils import translation
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
@@ -25,10 +26,20 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from accounts.models import DataSubject, User
+from accounts.services import subject_for_user
 from core.audit import Actor
+from dsar import cancellation as cancellation_services
 from dsar import corrections, services, views
-from dsar.forms import MAX_DETAILS, MAX_DOCUMENTS, MAX_NAME, MAX_RELATIONSHIP, TYPE_EXPLANATIONS
-from dsar.models import CorrectionItem, DataSubjectRequest, OnBehalf, RequestType, Status
+from dsar.erasure import Line
+from dsar.forms import (
+    MAX_CANCELLATION_REASON,
+    MAX_DETAILS,
+    MAX_DOCUMENTS,
+    MAX_NAME,
+    MAX_RELATIONSHIP,
+    TYPE_EXPLANATIONS,
+)
+from dsar.models import AccountCancellation, CorrectionItem, DataSubjectRequest, OnBehalf, RequestType, Status
 
 # --- Serializers -----------------------------------------------------------------------------
 
@@ -561,3 +572,171 @@ class PublicRequestResend(APIView):
             services.challenge_issue(request=dsr)
         detail = _("If the request has an e-mail address, a new code is on its way.")
         return Response({"detail": detail}, status=status.HTTP_202_ACCEPTED)
+
+
+# --- Account cancellation (seed 000 §4.5) ------------------------------------------------------
+
+
+class PlanLineSerializer(serializers.Serializer):
+    what = serializers.CharField()
+    rows = serializers.IntegerField()
+    outcome = serializers.CharField()
+    why = serializers.CharField(allow_blank=True)
+    sensitive = serializers.BooleanField()
+
+
+class CancellationPreviewSerializer(serializers.Serializer):
+    scheduled_for = serializers.DateTimeField(help_text="When deletion would start if you confirmed now.")
+    due_date = serializers.DateField(help_text="The request would be completed by this day at the latest.")
+    cooling_off_days = serializers.IntegerField()
+    deleted = PlanLineSerializer(many=True)
+    kept = PlanLineSerializer(many=True, help_text="What the law requires us to keep, with the reason.")
+    blocked = serializers.BooleanField(help_text="Staff must look at it before anything is deleted.")
+
+
+class CancellationStateSerializer(serializers.Serializer):
+    request_id = serializers.IntegerField()
+    reference = serializers.CharField()
+    state = serializers.ChoiceField(
+        choices=["scheduled", "blocked", "erasing", "undone"],
+        help_text="scheduled: in the cooling-off; blocked: staff look at it first (undo still "
+        "possible); erasing: too late to undo; undone.",
+    )
+    scheduled_for = serializers.DateTimeField()
+    due_date = serializers.DateField(allow_null=True)
+    can_undo = serializers.BooleanField()
+    undone_at = serializers.DateTimeField(allow_null=True)
+
+
+class CancellationSerializer(serializers.Serializer):
+    current = CancellationStateSerializer(allow_null=True, help_text="The pending cancellation, if any.")
+    preview = CancellationPreviewSerializer(allow_null=True, help_text="Without one: what cancelling does.")
+
+
+class CancellationConfirmSerializer(serializers.Serializer):
+    reason = serializers.CharField(
+        max_length=MAX_CANCELLATION_REASON,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text="Optional: why you are leaving.",
+    )
+
+
+def _lines(lines: list[Line]) -> list[dict[str, Any]]:
+    return [
+        {"what": x.label, "rows": x.rows, "outcome": x.outcome, "why": x.why, "sensitive": x.sensitive}
+        for x in lines
+    ]
+
+
+def _state(cancellation: AccountCancellation, user: Any) -> dict[str, Any]:
+    state = cancellation_services.cancellation_state(user=user)
+    current = state is not None and state.cancellation.pk == cancellation.pk
+    return {
+        "request_id": cancellation.request_id,
+        "reference": cancellation.request.reference,
+        "state": state.status if state is not None and current else "undone",
+        "scheduled_for": cancellation.scheduled_for,
+        "due_date": cancellation.request.due_date,
+        "can_undo": bool(state is not None and current and state.can_undo),
+        "undone_at": cancellation.undone_at,
+    }
+
+
+_REAUTH = OpenApiResponse(
+    DetailSerializer,
+    description="Not reauthenticated within the last few minutes (allauth: "
+    "`POST /_allauth/app/v1/auth/reauthenticate`), not signed in, or a staff account.",
+)
+
+
+class CancellationView(APIView):
+    """The app's "账号设置-注销账户": the same rules as the portal's pages."""
+
+    permission_classes = [IsSubject]
+
+    @extend_schema(
+        summary="Your pending account cancellation, or what cancelling would delete and keep",
+        responses={200: CancellationSerializer, 403: _DENIED},
+    )
+    def get(self, request: Request) -> Response:
+        current = cancellation_services.cancellation_current(user=request.user)
+        if current is not None:
+            return Response({"current": _state(current, request.user), "preview": None})
+        preview = cancellation_services.cancellation_preview(
+            subject=subject_for_user(user=cast(User, request.user)), language=translation.get_language()
+        )
+        body = {
+            "scheduled_for": preview.scheduled_for,
+            "due_date": preview.due_date,
+            "cooling_off_days": preview.cooling_off_days,
+            "deleted": _lines(preview.deleted),
+            "kept": _lines(preview.kept),
+            "blocked": preview.blocked,
+        }
+        return Response({"current": None, "preview": body})
+
+    @extend_schema(
+        summary="Cancel your account",
+        description="Needs a reauthentication within the last few minutes, which also verifies "
+        "the cancellation request (the 15-working-day clock starts). Deletion starts after the "
+        "cooling-off (`scheduled_for`); signing in or DELETE undoes it until then. Repeating it "
+        "returns the pending cancellation (200).",
+        request=CancellationConfirmSerializer,
+        responses={
+            201: CancellationStateSerializer,
+            200: CancellationStateSerializer,
+            400: _DOC_400,
+            403: _REAUTH,
+        },
+    )
+    def post(self, request: Request) -> Response:
+        data = CancellationConfirmSerializer(data=request.data)
+        data.is_valid(raise_exception=True)
+        user = cast(User, request.user)
+        if not views.recently_reauthenticated(user, _session_of(request)):
+            return Response(
+                {
+                    "detail": _(
+                        "Confirm it is you (enter your password again) before cancelling your account."
+                    )
+                },
+                status=status.HTTP_403_FORBIDDEN,
+            )
+        existing = cancellation_services.cancellation_current(user=user)
+        if existing is not None:
+            return Response(_state(existing, user))
+        try:
+            cancellation = cancellation_services.cancellation_schedule(
+                user=user,
+                reauthenticated=True,
+                reason=data.validated_data["reason"],
+                language=translation.get_language() or "",
+            )
+        except DjangoValidationError as exc:
+            raise _service_errors(exc) from None
+        return Response(_state(cancellation, user), status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        summary="Undo your account cancellation",
+        description="Possible until the erasure is confirmed (409 after). No reauthentication needed.",
+        request=None,
+        responses={
+            200: CancellationStateSerializer,
+            403: _DENIED,
+            404: DetailSerializer,
+            409: DetailSerializer,
+        },
+    )
+    def delete(self, request: Request) -> Response:
+        current = cancellation_services.cancellation_current(user=request.user)
+        if current is None:
+            raise NotFound(_("There is no account cancellation to undo."))
+        try:
+            undone = cancellation_services.cancellation_undo(
+                cancellation=current, actor=Actor.of(request.user), via=AccountCancellation.Via.API
+            )
+        except services.TransitionError as exc:
+            return Response({"detail": " ".join(exc.messages)}, status=status.HTTP_409_CONFLICT)
+        return Response(_state(undone, request.user))

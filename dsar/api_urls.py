@@ -11,6 +11,7 @@ urlpatterns: list[URLPattern] = [
     path("requests/<int:pk>/withdraw/", api.RequestWithdraw.as_view(), name="api-request-withdraw"),
     path("requests/<int:pk>/changes/", api.RequestChanges.as_view(), name="api-request-changes"),
     path("correctable-fields/", api.CorrectableFields.as_view(), name="api-correctable-fields"),
+    path("account/cancellation/", api.CancellationView.as_view(), name="api-account-cancellation"),
     path("public/requests/", api.PublicRequestCreate.as_view(), name="api-public-request-create"),
     path(
         "public/requests/<int:pk>/verify/",

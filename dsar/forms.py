@@ -274,3 +274,19 @@ class CorrectionForm(forms.Form):
             for key, messages in field_errors.items():
                 name = self.reason_name(c) if key == "reason" else self.value_name(c)
                 self.add_error(name, list(messages))
+
+
+MAX_CANCELLATION_REASON = 1000
+
+
+class CancellationForm(forms.Form):
+    """Confirming an account cancellation. The reason is optional: nobody has to explain
+    why they leave."""
+
+    reason = forms.CharField(
+        label=_("Why are you leaving? (optional)"),
+        required=False,
+        max_length=MAX_CANCELLATION_REASON,
+        widget=forms.Textarea(attrs={"rows": 3}),
+        help_text=_("Only if you want to tell us. It does not change anything about the cancellation."),
+    )

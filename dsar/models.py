@@ -355,3 +355,65 @@ class CorrectionItem(models.Model):
     @property
     def awaits_apply(self) -> bool:
         return self.decision == self.Decision.APPROVED and self.applied_at is None
+
+
+# --- Account cancellation -----------------------------------------------------------------------
+
+
+class AccountCancellation(models.Model):
+    """The cooling-off of a self-service account cancellation (seed 000 §4.5).
+
+    The subject confirmed at `confirmed_at`; their cancellation request is verified then (the
+    15-working-day clock runs). Until `scheduled_for` signing in or the undo button undoes
+    it (`undone_at`). After it, the sweep claims the row (`started_at`) and plans and
+    confirms the erasure; a legal hold that blocks the erasure leaves it to staff
+    (`blocked_at`). Every claim is a conditional UPDATE on these timestamps, so the undo and
+    the sweep never both win.
+    """
+
+    class Via(models.TextChoices):
+        LOGIN = "login", _("signed in during the cooling-off")
+        BUTTON = "button", _("undo button in the portal")
+        API = "api", _("undo through the API")
+        WITHDRAWN = "withdrawn", _("the request was withdrawn")
+
+    request = models.OneToOneField(
+        DataSubjectRequest, on_delete=models.CASCADE, related_name="cancellation", verbose_name=_("request")
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        on_delete=models.SET_NULL,
+        related_name="account_cancellations",
+        verbose_name=_("account"),
+    )
+    confirmed_at = models.DateTimeField(_("confirmed at"))
+    scheduled_for = models.DateTimeField(_("deletion starts at"), help_text=_("end of the cooling-off"))
+    undone_at = models.DateTimeField(_("undone at"), null=True, blank=True)
+    undone_via = models.CharField(_("undone by"), max_length=10, choices=Via.choices, blank=True)
+    started_at = models.DateTimeField(
+        _("deletion started at"), null=True, blank=True, help_text=_("erasure planned and confirmed")
+    )
+    blocked_at = models.DateTimeField(
+        _("blocked at"), null=True, blank=True, help_text=_("a legal hold blocks the erasure: staff decide")
+    )
+
+    class Meta:
+        verbose_name = _("account cancellation")
+        verbose_name_plural = _("account cancellations")
+        indexes = [
+            # What the sweep reads: only schedules still waiting, by due time.
+            models.Index(
+                fields=["scheduled_for"],
+                name="dsar_cancellation_due",
+                condition=models.Q(started_at__isnull=True, undone_at__isnull=True),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"cancellation of {self.request_id}"
+
+    @property
+    def is_waiting(self) -> bool:
+        """In the cooling-off, or stopped by a legal hold: nothing is erased yet."""
+        return self.undone_at is None and (self.started_at is None or self.blocked_at is not None)

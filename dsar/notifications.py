@@ -13,9 +13,18 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import translation
 
-from dsar.models import DataSubjectRequest, Reminder, RequestType
+from dsar.models import AccountCancellation, DataSubjectRequest, Reminder, RequestType
 
-REQUESTER_KINDS = {"received", "verified", "info_needed", "completed", "refused", "withdrawn"}
+REQUESTER_KINDS = {
+    "received",
+    "verified",
+    "info_needed",
+    "completed",
+    "refused",
+    "withdrawn",
+    "cancellation_scheduled",
+    "cancellation_undone",
+}
 
 
 def _send(template: str, to: list[str], context: dict[str, object], language: str) -> int:
@@ -55,6 +64,12 @@ def send_requester_email(*, request_id: int, kind: str) -> int:
 
         # Called by the template, so that the labels are in the requester's language.
         context["corrections"] = partial(correction_outcomes, request)
+    if kind.startswith("cancellation_"):
+        context.update(
+            cancellation=AccountCancellation.objects.filter(request=request).first(),
+            account_url=settings.SITE_URL.rstrip("/") + reverse("portal:account"),
+            cooling_off_days=settings.QUANYI_CANCELLATION_COOLING_OFF_DAYS,
+        )
     return _send(f"requester_{kind}", [to] if to else [], context, request.language)
 
 
@@ -110,3 +125,17 @@ def send_deadline_moved(*, request_id: int, old_due: str) -> int:
         + reverse("admin:dsar_datasubjectrequest_change", args=[request.pk]),
     }
     return _send("staff_deadline_moved", to, context, settings.LANGUAGE_CODE)
+
+
+def send_cancellation_blocked(*, request_id: int) -> int:
+    """Staff: a cancellation's cooling-off ended but a legal hold (or another reason in the
+    request's internal note) stopped the erasure; the request waits for them."""
+    request = DataSubjectRequest.objects.select_related("assignee").get(pk=request_id)
+    to = [request.assignee.email] if request.assignee else _staff("agent")
+    to = sorted(set(to) | set(_staff("dpo")))
+    context = {
+        **_context(request),
+        "admin_url": settings.SITE_URL.rstrip("/")
+        + reverse("admin:dsar_datasubjectrequest_change", args=[request.pk]),
+    }
+    return _send("staff_cancellation_blocked", to, context, settings.LANGUAGE_CODE)

@@ -3,6 +3,7 @@ from __future__ import annotations
 from core.datamap import Category as C
 from core.datamap import Erase, Export, PersonalField, register
 from dsar.models import (
+    AccountCancellation,
     CalendarDay,
     CalendarYear,
     CorrectionItem,
@@ -113,4 +114,21 @@ register(
         "created_at",
     ],
     note="which field was corrected, and the decision, are kept as evidence; the values are encrypted",
+)
+# The cooling-off schedule of a self-service cancellation: dates and how it was undone. The
+# optional reason the subject gave is the request's `details` (encrypted there).
+register(
+    AccountCancellation,
+    subject="request.subject",
+    not_personal=[
+        "id",
+        "request",
+        "user",
+        "confirmed_at",
+        "scheduled_for",
+        "undone_at",
+        "undone_via",
+        "started_at",
+        "blocked_at",
+    ],
 )

@@ -87,9 +87,12 @@ def request_submit(
     language: str = "",
     reauthenticated: bool = False,
     documents: Iterable[Any] = (),
+    email: bool = True,
 ) -> DataSubjectRequest:
     """Record a request. A signed-in subject acting for themselves who reauthenticated
-    recently is verified at once (the clock starts); everyone else awaits verification."""
+    recently is verified at once (the clock starts); everyone else awaits verification.
+    `email=False` when the caller writes to the requester itself (an account cancellation
+    sends one e-mail with the schedule instead of "received" and "verified")."""
     if type not in RequestType.values:
         raise ValidationError({"type": _("Unknown request type.")})
     if on_behalf not in OnBehalf.values:
@@ -121,9 +124,12 @@ def request_submit(
         obj=request,
         data={"type": type, "on_behalf": on_behalf, "documents": len(checked)},
     )
-    outbox_enqueue("dsar.tasks.send_requester_email", request_id=request.pk, kind="received")
+    if email:
+        outbox_enqueue("dsar.tasks.send_requester_email", request_id=request.pk, kind="received")
     if reauthenticated and on_behalf == OnBehalf.SELF and user is not None:
-        request = request_verify(request=request, actor=actor, method=VerificationMethod.REAUTHENTICATION)
+        request = request_verify(
+            request=request, actor=actor, method=VerificationMethod.REAUTHENTICATION, email=email
+        )
     return request
 
 
@@ -418,6 +424,7 @@ def request_verify(
     method: str,
     verified_by: User | None = None,
     at: datetime | None = None,
+    email: bool = True,
 ) -> DataSubjectRequest:
     if method not in VerificationMethod.values:
         raise ValidationError({"method": _("Unknown verification method.")})
@@ -438,7 +445,7 @@ def request_verify(
         },
         data={"method": method, "due": deadline.due_date.isoformat(), "provisional": deadline.provisional},
     )
-    if changed:
+    if changed and email:
         _email(request, "verified")
     return request
 
@@ -530,10 +537,20 @@ def request_refuse(
 
 
 @transaction.atomic
-def request_withdraw(*, request: DataSubjectRequest, actor: Actor) -> DataSubjectRequest:
+def request_withdraw(
+    *, request: DataSubjectRequest, actor: Actor, undo_via: str = "withdrawn"
+) -> DataSubjectRequest:
+    """Withdraw. A cancellation in its cooling-off is undone with it (`undo_via` says how:
+    the undo button, signing in, the API); one whose erasure has started cannot be."""
+    undone = False
+    if request.type == RequestType.CANCELLATION:
+        # dsar.cancellation builds on this module, so it is imported at call time.
+        from dsar.cancellation import cancellation_stop
+
+        undone = cancellation_stop(request=request, actor=actor, via=undo_via)
     request, changed = _transition(request, "withdraw", actor=actor, fields={"closed_at": timezone.now()})
     if changed:
-        _email(request, "withdrawn")
+        _email(request, "cancellation_undone" if undone else "withdrawn")
     return request
 
 
@@ -595,7 +612,10 @@ def request_claim(
 
 
 @transaction.atomic
-def request_note(*, request: DataSubjectRequest, actor: Actor, author: User, body: str) -> RequestMessage:
+def request_note(
+    *, request: DataSubjectRequest, actor: Actor, author: User | None, body: str
+) -> RequestMessage:
+    """An internal note for staff (`author` None: written by the system)."""
     if not body.strip():
         raise ValidationError({"body": _("The note is empty.")})
     note = RequestMessage.objects.create(

@@ -6,7 +6,7 @@ from celery import shared_task
 
 from core.jobs import singleton_job
 from core.outbox import OutboxTask
-from dsar import erasure, notifications, services
+from dsar import cancellation, erasure, notifications, services
 
 
 @shared_task(
@@ -57,6 +57,25 @@ def recompute_deadlines(year: int) -> int:
 @singleton_job("dsar-reminders", every=timedelta(minutes=15))
 def reminders_sweep() -> int:
     return services.reminders_sweep()
+
+
+@shared_task(
+    base=OutboxTask,
+    name="dsar.tasks.send_cancellation_blocked",
+    time_limit=60,
+    soft_time_limit=50,
+    autoretry_for=(OSError,),
+    retry_backoff=True,
+    max_retries=8,
+)
+def send_cancellation_blocked(request_id: int) -> int:
+    return notifications.send_cancellation_blocked(request_id=request_id)
+
+
+@shared_task(name="dsar.tasks.cancellations_sweep", time_limit=1800, soft_time_limit=1700)
+@singleton_job("dsar-cancellations", every=timedelta(minutes=15))
+def cancellations_sweep() -> int:
+    return cancellation.cancellations_sweep()
 
 
 # Erasure runs outlive the default time limit; the lease lets another worker take over a

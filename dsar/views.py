@@ -34,12 +34,15 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
 
 from accounts.models import DataSubject, User
+from accounts.services import subject_for_user
 from core.audit import Actor
 from core.ratelimit import rate_limited
+from dsar import cancellation as cancellation_services
 from dsar import corrections, services
 from dsar.forms import (
     REFERENCE_MAX,
     TYPE_EXPLANATIONS,
+    CancellationForm,
     CodeForm,
     CorrectionForm,
     FindRequestForm,
@@ -50,6 +53,7 @@ from dsar.forms import (
 )
 from dsar.models import (
     CLOCK_RUNNING,
+    AccountCancellation,
     DataSubjectRequest,
     OnBehalf,
     RequestMessage,
@@ -658,3 +662,69 @@ def provide_info(request: HttpRequest, pk: int) -> HttpResponse:
             messages.success(request, _("Thank you: we have your information and continue with the request."))
             return redirect(_page_url(request, dsr))
     return _render_request(request, dsr, info_form=form)
+
+
+# --- Account cancellation (seed 000 §4.5) ------------------------------------------------------
+
+
+def reauthenticate_url(next_path: str) -> str:
+    return reverse("account_reauthenticate") + "?" + urlencode({"next": next_path})
+
+
+def _subject_only(request: HttpRequest) -> User:
+    if not is_subject_user(request.user):
+        raise PermissionDenied(_("Staff accounts are closed by an administrator, not here."))
+    return cast(User, request.user)
+
+
+@login_required
+@require_http_methods(["GET", "POST"])
+def cancellation(request: HttpRequest) -> HttpResponse:
+    """What cancelling deletes and keeps, then the confirmation (after a fresh
+    reauthentication). With a cancellation pending, its state and the undo button."""
+    user = _subject_only(request)
+    state = cancellation_services.cancellation_state(user=user)
+    if state is not None:
+        return _render(request, "dsar/cancellation_status.html", {"state": state})
+    if not recently_reauthenticated(user, request.session):
+        return redirect(reauthenticate_url(request.path))
+    form = CancellationForm(**_bound(request))
+    if form.is_bound and form.is_valid():
+        try:
+            cancellation_services.cancellation_schedule(
+                user=user,
+                reauthenticated=recently_reauthenticated(user, request.session),
+                reason=form.cleaned_data["reason"],
+                language=translation.get_language() or "",
+            )
+        except ValidationError as exc:
+            apply_service_errors(form, exc)
+        else:
+            messages.success(
+                request, _("Your account cancellation is scheduled. You can undo it until it starts.")
+            )
+            return redirect("cancellation:start")
+    subject = subject_for_user(user=user)
+    preview = cancellation_services.cancellation_preview(subject=subject, language=translation.get_language())
+    return _render(request, "dsar/cancellation.html", {"form": form, "preview": preview})
+
+
+@login_required
+@require_POST
+def cancellation_undo(request: HttpRequest) -> HttpResponse:
+    """The undo button (banner, account settings). Acts only on the signed-in account's own
+    cancellation; no reauthentication: keeping an account must be as easy as leaving."""
+    user = _subject_only(request)
+    current = cancellation_services.cancellation_current(user=user)
+    if current is None:
+        messages.info(request, _("There is no account cancellation to undo."))
+        return redirect("portal:account")
+    try:
+        cancellation_services.cancellation_undo(
+            cancellation=current, actor=Actor.of(user), via=AccountCancellation.Via.BUTTON
+        )
+    except ValidationError as exc:
+        messages.error(request, " ".join(exc.messages))
+    else:
+        messages.success(request, _("Your account cancellation is undone. Your account stays as it is."))
+    return redirect("portal:account")

@@ -233,9 +233,12 @@ def erasure_confirm(*, erasure: Erasure, actor: Actor, confirmed_by: Any = None)
 
 @transaction.atomic
 def erasure_cancel(*, erasure: Erasure, actor: Actor) -> Erasure:
-    if erasure.status != Erasure.Status.PLANNED:
+    # Claimed on the status, so a cancel and a confirmation racing for the same plan (a
+    # subject undoing their cancellation while staff confirm) never both win.
+    if not Erasure.objects.filter(pk=erasure.pk, status=Erasure.Status.PLANNED).update(
+        status=Erasure.Status.CANCELLED
+    ):
         raise ValidationError(_("Only a plan waiting for confirmation can be cancelled."))
-    Erasure.objects.filter(pk=erasure.pk).update(status=Erasure.Status.CANCELLED)
     audit_log(actor=actor, action="erasure.cancelled", obj=erasure)
     erasure.refresh_from_db()
     return erasure

@@ -69,7 +69,7 @@ def test_declining_offers_cancellation_instead_of_blocking(client: Client) -> No
     page = client.post(reverse("consent:policy_respond"), {"version": "2", "decision": "decline"})
 
     assert page.status_code == 200
-    assert reverse("dsar:submit", args=["cancellation"]) in page.content.decode()
+    assert reverse("cancellation:start") in page.content.decode()  # self-service, with a cooling-off
     assert PolicyResponse.objects.get(subject=subject).decision == "decline"
     assert client.get(reverse("portal:home")).status_code == 200  # the portal still works
 

@@ -533,6 +533,7 @@ def test_the_schema_documents_every_endpoint_without_warnings(tmp_path: Path) ->
         "/api/v1/public/requests/:",
         "/api/v1/public/requests/{id}/verify/:",
         "/api/v1/public/requests/{id}/resend/:",
+        "/api/v1/account/cancellation/:",
     ):
         assert path in schema
     assert "multipart/form-data" in schema
