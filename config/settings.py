@@ -219,6 +219,11 @@ STORAGES = {
     },
 }
 MEDIA_ROOT = VAR_DIR / "media"
+# Access packages (encrypted ZIP files). Never inside a folder the web server serves: a system
+# check refuses STATIC_ROOT, MEDIA_ROOT and the static folders.
+QUANYI_EXPORT_DIR = Path(env.str("QUANYI_EXPORT_DIR", default=str(VAR_DIR / "exports")))
+# Days a ready package can be downloaded before the hourly job deletes it.
+QUANYI_EXPORT_TTL_DAYS = env.int("QUANYI_EXPORT_TTL_DAYS", default=7)
 
 # --- E-mail ----------------------------------------------------------------------------
 try:
