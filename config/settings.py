@@ -320,6 +320,8 @@ CELERY_BEAT_SCHEDULE = {
     "outbox-relay": {"task": "core.tasks.outbox_relay", "schedule": 60.0},
     # Every 15 minutes: reminders at 5, 2 and 1 working days left and when overdue (each once).
     "dsar-reminders": {"task": "dsar.tasks.reminders_sweep", "schedule": 15 * 60.0},
+    # Hourly: delete access packages whose download window (QUANYI_EXPORT_TTL_DAYS) has passed.
+    "dsar-expire-exports": {"task": "dsar.tasks.expire_exports", "schedule": 3600.0},
     # Nightly: verify the audit hash chain end to end.
     "verify-audit": {"task": "core.tasks.verify_audit_chain", "schedule": 24 * 3600.0},
 }
