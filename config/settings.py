@@ -279,6 +279,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Two "status" fields with different choices (a request's, a package's) each get a name.
+    "ENUM_NAME_OVERRIDES": {
+        "StatusEnum": "dsar.models.Status",
+        "ExportStatusEnum": "dsar.models.ExportStatus",
+    },
 }
 
 # --- Celery ----------------------------------------------------------------------------

@@ -9,6 +9,12 @@ urlpatterns: list[URLPattern] = [
     path("requests/", api.RequestListCreate.as_view(), name="api-request-list"),
     path("requests/<int:pk>/", api.RequestDetail.as_view(), name="api-request-detail"),
     path("requests/<int:pk>/withdraw/", api.RequestWithdraw.as_view(), name="api-request-withdraw"),
+    path("requests/<int:pk>/export/", api.RequestExport.as_view(), name="api-request-export"),
+    path(
+        "requests/<int:pk>/export/download/",
+        api.RequestExportDownload.as_view(),
+        name="api-request-export-download",
+    ),
     path("public/requests/", api.PublicRequestCreate.as_view(), name="api-public-request-create"),
     path(
         "public/requests/<int:pk>/verify/",
