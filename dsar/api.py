@@ -174,7 +174,9 @@ class ExportSerializer(serializers.ModelSerializer):
 
     def get_download_url(self, obj: DataExport) -> str | None:
         user = self.context.get("user")
-        if obj.status != "ready" or views.export_expired(obj) or not views.is_export_owner(user, obj):
+        if user is None or obj.status != "ready" or views.export_expired(obj):
+            return None
+        if not views.is_export_owner(user, obj):
             return None
         return reverse("api-request-export-download", args=[obj.request_id])
 

@@ -451,7 +451,11 @@ def request_verify(
     )
     if changed:
         _email(request, "verified")
-        if method == VerificationMethod.REAUTHENTICATION and export_self_service(request):
+        if (
+            method == VerificationMethod.REAUTHENTICATION
+            and export_self_service(request)
+            and not export_startable(request)
+        ):
             # Self-service (seed 000 §4.1): the account holder proved who they are a moment ago
             # and asked for their own data, so nobody needs to look first.
             export_start(request=request, actor=SYSTEM)
@@ -935,7 +939,9 @@ def export_start(*, request: DataSubjectRequest, actor: Actor) -> DataExport:
     request = DataSubjectRequest.objects.select_for_update().select_related("subject").get(pk=request.pk)
     live = DataExport.objects.filter(request=request, status__in=LIVE_EXPORT_STATUSES).first()
     if live is not None:
-        return live
+        if not (live.status == ExportStatus.READY and live.expires_at and live.expires_at <= timezone.now()):
+            return live
+        _export_expire_one(live.pk, request.pk)  # its window passed before the hourly job came
     problem = export_startable(request)
     if problem:
         raise TransitionError(problem)
@@ -1147,7 +1153,7 @@ def export_open(export: DataExport) -> Iterator[bytes]:
     matches its SHA-256 (so a damaged file gives a clear error instead of a broken download).
     For callers that already decided the reader may have it."""
     key = _export_key(export)
-    path = export_dir() / export.file_path
+    path = _export_path(export.file_path)
     if not export.file_path or not path.is_file():
         raise ExportUnavailable("missing", _("This package's file is gone. Ask us for a new one."))
     digest = hashlib.sha256()
@@ -1224,25 +1230,36 @@ def exports_expire(*, now: datetime | None = None, batch: int = 200) -> int:
         if not due:
             break
         for pk, request_id in due:
-            with transaction.atomic():
-                if DataExport.objects.filter(pk=pk, status=ExportStatus.READY).update(
-                    status=ExportStatus.EXPIRED, wrapped_key=""
-                ):
-                    audit_log(
-                        actor=SYSTEM,
-                        action="export.expired",
-                        object_type="dsar.datasubjectrequest",
-                        object_id=str(request_id),
-                        data={"export": pk},
-                    )
-                    expired += 1
+            expired += _export_expire_one(pk, request_id)
     leftovers = DataExport.objects.filter(status__in=[ExportStatus.EXPIRED, ExportStatus.FAILED]).exclude(
         file_path=""
     )
     for pk, file_path in list(leftovers.values_list("pk", "file_path")[: batch * 10]):
-        (export_dir() / Path(file_path).name).unlink(missing_ok=True)
+        _export_path(file_path).unlink(missing_ok=True)
         DataExport.objects.filter(pk=pk).update(file_path="")
     return expired
+
+
+@transaction.atomic
+def _export_expire_one(pk: int, request_id: int) -> int:
+    """Ready → expired, the wrapped key forgotten; the file goes with the next sweep's cleanup."""
+    if not DataExport.objects.filter(pk=pk, status=ExportStatus.READY).update(
+        status=ExportStatus.EXPIRED, wrapped_key=""
+    ):
+        return 0
+    audit_log(
+        actor=SYSTEM,
+        action="export.expired",
+        object_type="dsar.datasubjectrequest",
+        object_id=str(request_id),
+        data={"export": pk},
+    )
+    return 1
+
+
+def _export_path(file_path: str) -> Path:
+    # The stored name only, inside the export folder, whatever the column holds.
+    return export_dir() / Path(file_path).name
 
 
 @dataclass(frozen=True)

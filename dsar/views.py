@@ -496,6 +496,10 @@ def _render_request(
         "export": export,
         "export_owner": export is not None and is_export_owner(request.user, export),
         "export_expired": export is not None and export_expired(export),
+        # The progress script asks the API, which answers signed-in subjects only.
+        "export_poll": export is not None
+        and export.status in ("queued", "building")
+        and is_subject_user(request.user),
     }
     return _render(request, "dsar/detail.html", context)
 

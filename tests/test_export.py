@@ -610,6 +610,18 @@ def test_an_expired_package_answers_410_and_the_hourly_job_deletes_it(
     assert audit_verify().ok
 
 
+def test_a_package_past_its_window_is_replaced_even_before_the_hourly_job(product: None) -> None:
+    owner = person_user(ZHANG)
+    dsr = self_service(owner, type=RequestType.PORTABILITY)
+    first = built(dsr)
+    assert first.expires_at is not None
+    with time_machine.travel(first.expires_at + timedelta(seconds=1)):
+        fresh = services.export_start(request=dsr, actor=SYSTEM)
+    first.refresh_from_db()
+    assert (first.status, first.wrapped_key) == (ExportStatus.EXPIRED, "")
+    assert fresh.pk != first.pk and fresh.status == ExportStatus.QUEUED
+
+
 def test_the_expiry_job_is_scheduled_hourly_and_claims_its_slot() -> None:
     from dsar import tasks
 
