@@ -857,7 +857,11 @@ def test_the_command_fails_cleanly(product: None, tmp_path: Path) -> None:
         call_command("export_subject", ZHANG.email, "--out", str(tmp_path))
     assert not AuditEntry.objects.filter(action="export.staff_built").exists()
 
-    # As an operator runs it: a message and exit status 1, never a traceback.
+
+# Committed, so the command's own process (and its system checks of the product database) is
+# not waiting behind this test's transaction.
+@pytest.mark.django_db(transaction=True, databases=ALL)
+def test_the_command_fails_without_a_traceback_in_a_shell(tmp_path: Path) -> None:
     result = manage("export_subject", "nobody@example.cn", "--out", str(tmp_path / "y.zip"))
     assert result.returncode == 1
     assert "CommandError: No data subject has this e-mail address." in result.stderr
