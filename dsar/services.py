@@ -918,6 +918,12 @@ def export_startable(request: DataSubjectRequest) -> str:
         return _("Only access, copy and portability requests are answered with a package.")
     if request.status not in CLOCK_RUNNING:
         return _("A package is prepared once the identity is verified and while the request is open.")
+    if request.on_behalf != OnBehalf.SELF:
+        # Only the person's own account downloads it; the requester here is someone else.
+        return _(
+            "The request was made on someone's behalf, and only the person's own account can "
+            "download a package: build it with `manage.py export_subject` and deliver it."
+        )
     if request.subject.user_id is None:
         return _(
             "The person has no account to download the package from: build it with "
