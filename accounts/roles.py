@@ -14,6 +14,7 @@ _READ = [
     "dsar.view_requestmessage",
     "dsar.view_calendarday",
     "dsar.view_calendaryear",
+    "dsar.view_dataexport",
     "consent.view_consentevent",
     "consent.view_consentstate",
     "consent.view_purpose",

@@ -220,6 +220,11 @@ STORAGES = {
     },
 }
 MEDIA_ROOT = VAR_DIR / "media"
+# Access packages (encrypted ZIP files). Never inside a folder the web server serves: a system
+# check refuses STATIC_ROOT, MEDIA_ROOT and the static folders.
+QUANYI_EXPORT_DIR = Path(env.str("QUANYI_EXPORT_DIR", default=str(VAR_DIR / "exports")))
+# Days a ready package can be downloaded before the hourly job deletes it.
+QUANYI_EXPORT_TTL_DAYS = env.int("QUANYI_EXPORT_TTL_DAYS", default=7)
 
 # --- E-mail ----------------------------------------------------------------------------
 try:
@@ -277,6 +282,11 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Two "status" fields with different choices (a request's, a package's) each get a name.
+    "ENUM_NAME_OVERRIDES": {
+        "StatusEnum": "dsar.models.Status",
+        "ExportStatusEnum": "dsar.models.ExportStatus",
+    },
 }
 
 # --- Celery ----------------------------------------------------------------------------
@@ -327,6 +337,8 @@ CELERY_BEAT_SCHEDULE = {
     # Every minute: send recipient notices whose (next) attempt is due, and re-queue ones a
     # worker lost. Retries back off 1, 2, 4 ... minutes up to 6 hours, until a 2xx.
     "recipient-notices": {"task": "core.tasks.recipient_notices_sweep", "schedule": 60.0},
+    # Hourly: delete access packages whose download window (QUANYI_EXPORT_TTL_DAYS) has passed.
+    "dsar-expire-exports": {"task": "dsar.tasks.expire_exports", "schedule": 3600.0},
     # Nightly: verify the audit hash chain end to end.
     "verify-audit": {"task": "core.tasks.verify_audit_chain", "schedule": 24 * 3600.0},
 }

@@ -57,6 +57,7 @@ from dsar.models import (
     CalendarDay,
     CalendarYear,
     CorrectionItem,
+    DataExport,
     DataSubjectRequest,
     RefusalGround,
     RequestType,
@@ -71,6 +72,7 @@ from retention.models import Erasure
 CONFIRM_ERASURE = "retention.confirm_erasure"
 
 WORK = "dsar.work_request"
+LIVE = ("queued", "building", "ready")
 REASSIGN = "dsar.reassign_request"
 VIEW_VERIFICATION = "dsar.view_verification"
 
@@ -324,6 +326,11 @@ def _in_cooling_off(obj: DataSubjectRequest) -> bool:
     ).exists()
 
 
+def _may_export(obj: DataSubjectRequest, user: Any) -> bool:
+    # Offered while a package can be started and none is queued, being built or ready.
+    return not services.export_startable(obj) and not obj.exports.filter(status__in=LIVE).exists()
+
+
 def _may_take(obj: DataSubjectRequest, user: Any) -> bool:
     # Agents take an unassigned request or keep their own; taking one from a colleague is the
     # DPO's reassignment.
@@ -406,6 +413,18 @@ ACTIONS: dict[str, StaffAction] = {
             form_class=ConfirmForm,
             transition="start",
             run=lambda obj, request, data: services.request_start(request=obj, actor=_actor(request)),
+        ),
+        StaffAction(
+            name="export",
+            label=_("Prepare the access package"),
+            done=_(
+                "The package is being prepared. Its progress shows below; the requester is e-mailed "
+                "when it is ready."
+            ),
+            permission=WORK,
+            form_class=ConfirmForm,
+            run=lambda obj, request, data: services.export_start(request=obj, actor=_actor(request)),
+            available=_may_export,
         ),
         StaffAction(
             name="complete",
@@ -816,6 +835,7 @@ class DataSubjectRequestAdmin(SensitiveFieldsMixin, admin.ModelAdmin):  # type: 
                 dsar_documents=documents,
                 dsar_messages=list(obj.messages.select_related("author")),
                 dsar_erasure=dsar_erasure.plan_context(dsar_erasure.erasure_of(obj)),
+                dsar_exports=list(DataExport.objects.filter(request=obj).defer("wrapped_key")),
                 provisional_years=selectors.provisional_missing_years(),
             )
         return super().render_change_form(request, context, add, change, form_url, obj)
@@ -995,6 +1015,91 @@ class DataSubjectRequestAdmin(SensitiveFieldsMixin, admin.ModelAdmin):  # type: 
             },
         )
         return in_business_time(TemplateResponse(request, "admin/dsar/overview.html", context))
+
+
+# --- Access packages ---------------------------------------------------------------------------
+
+
+_EXPORT_FIELDS: list[str] = [
+    "request_link",
+    "subject",
+    "status",
+    "progress",
+    "rows",
+    "step",
+    "attempts",
+    "lease_until",
+    "language",
+    "created_at",
+    "started_at",
+    "finished_at",
+    "expires_at",
+    "size",
+    "sha256",
+    "file_path",
+    "download_count",
+    "last_downloaded_at",
+    "last_error",
+]
+
+
+@admin.register(DataExport)
+class DataExportAdmin(ReadOnlyAdmin):
+    """Progress and outcome of every access package, read-only: packages are started from the
+    request's page and built by the worker. The file key is never shown."""
+
+    list_display = [
+        "id",
+        "request_reference",
+        "status",
+        "progress",
+        "rows",
+        "created_at",
+        "finished_at",
+        "expires_at",
+        "download_count",
+    ]
+    list_filter = ["status"]
+    search_fields = ["=request__reference"]
+    search_help_text = _("Exact request reference (DSR-2026-000123).")
+    show_full_result_count = False
+    ordering = ["-created_at", "-id"]
+    fields = tuple(_EXPORT_FIELDS)
+    readonly_fields = _EXPORT_FIELDS
+
+    class Media:
+        css = {"all": ["css/admin_dsar.css"]}
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[DataExport]:
+        # The reference only: joining the request would load (and decrypt) its personal fields.
+        return super().get_queryset(request).defer("wrapped_key").annotate(reference=F("request__reference"))
+
+    @admin.display(description=_("request"), ordering="request__reference")
+    def request_reference(self, obj: DataExport) -> str:
+        return str(getattr(obj, "reference", obj.request_id))
+
+    @admin.display(description=_("request"))
+    def request_link(self, obj: DataExport) -> str:
+        url = reverse("admin:dsar_datasubjectrequest_change", args=[obj.request_id])
+        return format_html('<a href="{}">{}</a>', url, getattr(obj, "reference", obj.request_id))
+
+    @admin.display(description=_("progress"))
+    def progress(self, obj: DataExport) -> str:
+        return export_progress(obj)
+
+    @admin.display(description=_("rows"))
+    def rows(self, obj: DataExport) -> str:
+        return f"{obj.rows_done} / {obj.rows_total}"
+
+
+def export_progress(obj: DataExport) -> str:
+    """A <progress> bar and its percentage (no inline style: the CSP forbids it)."""
+    return format_html(
+        '<progress class="dsar-progress" max="100" value="{}">{}%</progress> {}%',
+        obj.percent,
+        obj.percent,
+        obj.percent,
+    )
 
 
 # --- The working-day calendar ------------------------------------------------------------------

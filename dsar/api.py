@@ -12,15 +12,19 @@ from typing import Any, cast
 
 from django.contrib.sessions.backends.base import SessionBase
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import Http404
+from django.http import Http404, HttpResponseBase, StreamingHttpResponse
+from django.urls import reverse
 from django.utils import translation
+from django.utils.http import content_disposition_header
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_field
 from rest_framework import generics, serializers, status
 from rest_framework.exceptions import NotFound, Throttled
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.permissions import AllowAny, BasePermission
+from rest_framework.renderers import JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -39,13 +43,29 @@ from dsar.forms import (
     MAX_RELATIONSHIP,
     TYPE_EXPLANATIONS,
 )
-from dsar.models import AccountCancellation, CorrectionItem, DataSubjectRequest, OnBehalf, RequestType, Status
+from dsar.models import (
+    EXPORT_TYPES,
+    AccountCancellation,
+    CorrectionItem,
+    DataExport,
+    DataSubjectRequest,
+    OnBehalf,
+    RequestType,
+    Status,
+)
 
 # --- Serializers -----------------------------------------------------------------------------
 
 
 class DetailSerializer(serializers.Serializer):
     detail = serializers.CharField()
+
+
+class CodedDetailSerializer(DetailSerializer):
+    code = serializers.CharField(
+        required=False,
+        help_text="reauthentication_required, not_ready, expired, key_destroyed, missing or corrupt",
+    )
 
 
 class TimelineEntrySerializer(serializers.Serializer):
@@ -226,6 +246,55 @@ class CorrectableSerializer(serializers.Serializer):
 class CorrectableListingSerializer(serializers.Serializer):
     correctable = CorrectableSerializer(many=True, source="fields")
     unavailable = serializers.ListField(child=serializers.CharField())
+
+
+class ExportSerializer(serializers.ModelSerializer):
+    """The access package of a request: its progress, then where to download it."""
+
+    status_label = serializers.CharField(source="get_status_display", read_only=True)
+    percent = serializers.IntegerField(read_only=True, help_text="0-100; 100 only once ready.")
+    expired = serializers.SerializerMethodField()
+    filename = serializers.SerializerMethodField()
+    download_url = serializers.SerializerMethodField(
+        help_text="Where the owner downloads the ZIP (needs a recent reauthentication); null when "
+        "the package is not ready, expired, or the caller is not the person it is about."
+    )
+
+    class Meta:
+        model = DataExport
+        fields = [
+            "id",
+            "status",
+            "status_label",
+            "percent",
+            "rows_done",
+            "rows_total",
+            "created_at",
+            "started_at",
+            "finished_at",
+            "expires_at",
+            "expired",
+            "filename",
+            "size",
+            "sha256",
+            "download_count",
+            "download_url",
+        ]
+        read_only_fields = fields
+
+    def get_expired(self, obj: DataExport) -> bool:
+        return views.export_expired(obj)
+
+    def get_filename(self, obj: DataExport) -> str:
+        return services.export_filename(obj)
+
+    def get_download_url(self, obj: DataExport) -> str | None:
+        user = self.context.get("user")
+        if user is None or obj.status != "ready" or views.export_expired(obj):
+            return None
+        if not views.is_export_owner(user, obj):
+            return None
+        return reverse("api-request-export-download", args=[obj.request_id])
 
 
 class _CreateBase(serializers.Serializer):
@@ -457,6 +526,81 @@ class CorrectableFields(APIView):
             return Response({"correctable": [], "unavailable": []})
         listing = corrections.correctable_fields(subject=subject)
         return Response(CorrectableListingSerializer(listing).data)
+
+
+class RequestExport(APIView):
+    permission_classes = [IsSubject]
+
+    @extend_schema(
+        summary="The access package of one of your requests",
+        description="Progress while the package is prepared (`percent`, `rows_done` of `rows_total`), "
+        "then its size, checksum, expiry and `download_url`. 404 when the request has no package "
+        "(only access, copy and portability requests have one).",
+        responses={200: ExportSerializer, 403: _DENIED, 404: DetailSerializer},
+    )
+    def get(self, request: Request, pk: int) -> Response:
+        export = _own_export(request, pk)
+        return Response(ExportSerializer(export, context={"user": request.user}).data)
+
+
+class RequestExportDownload(APIView):
+    permission_classes = [IsSubject]
+    renderer_classes = [JSONRenderer]
+
+    def perform_content_negotiation(self, request: Request, force: bool = False) -> Any:
+        # Errors answer in JSON whatever the client accepts (an app asking for application/zip
+        # gets no 406); the package itself is a streamed response of its own.
+        renderer = JSONRenderer()
+        return renderer, renderer.media_type
+
+    @extend_schema(
+        summary="Download the access package of one of your requests",
+        description="The ZIP (data.json with schema.json, one CSV per table, index.html), decrypted as it "
+        "streams. Only for the account of the person it is about, within "
+        "`QUANYI_REAUTH_SECONDS` of a reauthentication (`POST /_allauth/app/v1/auth/reauthenticate` "
+        "for an app session; 403 with `code: reauthentication_required` otherwise), while it is ready "
+        "and not expired. Every download is counted and audited.",
+        responses={
+            (200, "application/zip"): OpenApiResponse(OpenApiTypes.BINARY, description="The ZIP file."),
+            403: OpenApiResponse(
+                CodedDetailSerializer, description="Not signed in, or reauthentication needed."
+            ),
+            404: DetailSerializer,
+            409: OpenApiResponse(CodedDetailSerializer, description="The package is not ready yet."),
+            410: OpenApiResponse(CodedDetailSerializer, description="Expired, or the data was erased."),
+            500: OpenApiResponse(CodedDetailSerializer, description="The stored file is damaged or missing."),
+        },
+    )
+    def get(self, request: Request, pk: int) -> HttpResponseBase:
+        export = _own_export(request, pk)
+        if not views.is_export_owner(request.user, export):
+            raise NotFound()
+        if not views.recently_reauthenticated(request.user, _session_of(request)):
+            detail = _("Confirm your password again to download the package.")
+            return Response(
+                {"detail": detail, "code": "reauthentication_required"}, status=status.HTTP_403_FORBIDDEN
+            )
+        try:
+            stream = services.export_download(export=export, actor=Actor.of(request.user))
+        except services.ExportUnavailable as exc:
+            code = 409 if exc.reason == "not_ready" else views.GONE_STATUS.get(exc.reason, 500)
+            return Response({"detail": str(exc), "code": exc.reason}, status=code)
+        response = StreamingHttpResponse(stream, content_type="application/zip")
+        response["Content-Disposition"] = (
+            content_disposition_header(True, services.export_filename(export)) or "attachment"
+        )
+        if export.size is not None:
+            response["Content-Length"] = str(export.size)
+        response["Cache-Control"] = "no-store, private"
+        return response
+
+
+def _own_export(request: Request, pk: int) -> DataExport:
+    dsr = _own(request, pk)
+    export = services.export_latest(dsr) if dsr.type in EXPORT_TYPES else None
+    if export is None:
+        raise NotFound()
+    return export
 
 
 def _own(request: Request, pk: int) -> DataSubjectRequest:

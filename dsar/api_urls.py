@@ -12,6 +12,12 @@ urlpatterns: list[URLPattern] = [
     path("requests/<int:pk>/changes/", api.RequestChanges.as_view(), name="api-request-changes"),
     path("correctable-fields/", api.CorrectableFields.as_view(), name="api-correctable-fields"),
     path("account/cancellation/", api.CancellationView.as_view(), name="api-account-cancellation"),
+    path("requests/<int:pk>/export/", api.RequestExport.as_view(), name="api-request-export"),
+    path(
+        "requests/<int:pk>/export/download/",
+        api.RequestExportDownload.as_view(),
+        name="api-request-export-download",
+    ),
     path("public/requests/", api.PublicRequestCreate.as_view(), name="api-public-request-create"),
     path(
         "public/requests/<int:pk>/verify/",

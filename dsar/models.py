@@ -417,3 +417,91 @@ class AccountCancellation(models.Model):
     def is_waiting(self) -> bool:
         """In the cooling-off, or stopped by a legal hold: nothing is erased yet."""
         return self.undone_at is None and (self.started_at is None or self.blocked_at is not None)
+
+
+# --- Access packages ------------------------------------------------------------------------
+
+EXPORT_TYPES = (RequestType.ACCESS, RequestType.COPY, RequestType.PORTABILITY)
+
+
+class ExportStatus(models.TextChoices):
+    QUEUED = "queued", _("queued")
+    BUILDING = "building", _("being prepared")
+    READY = "ready", _("ready to download")
+    FAILED = "failed", _("failed")
+    EXPIRED = "expired", _("expired")
+
+
+LIVE_EXPORT_STATUSES = (ExportStatus.QUEUED, ExportStatus.BUILDING, ExportStatus.READY)
+
+
+class DataExport(models.Model):
+    """One access package (a ZIP of data.json, CSV files and index.html) for a request.
+
+    A request may have several over time (a failed build, or an expired package followed by a
+    new one), but at most one live (queued, building or ready) at a time: the partial unique
+    constraint makes starting twice return the same package. A crashed build is the same row
+    built again (`attempts` counts the claims). The file under QUANYI_EXPORT_DIR is encrypted
+    with a random file key that is stored only wrapped under the subject's key, so erasing
+    the subject (destroying their key) makes the package unreadable too."""
+
+    request = models.ForeignKey(DataSubjectRequest, on_delete=models.PROTECT, related_name="exports")
+    subject = models.ForeignKey(DataSubject, on_delete=models.PROTECT, related_name="exports")
+    status = models.CharField(
+        _("status"), max_length=10, choices=ExportStatus.choices, default=ExportStatus.QUEUED
+    )
+    language = models.CharField(
+        _("language"), max_length=10, choices=settings.LANGUAGES, default=settings.LANGUAGE_CODE
+    )
+    attempts = models.PositiveSmallIntegerField(_("build attempts"), default=0)
+    lease_until = models.DateTimeField(
+        _("claimed until"),
+        null=True,
+        blank=True,
+        help_text=_("a build that stops renewing this is taken over by the next worker"),
+    )
+    rows_done = models.PositiveBigIntegerField(_("rows written"), default=0)
+    rows_total = models.PositiveBigIntegerField(_("rows expected"), default=0)
+    step = models.CharField(_("current step"), max_length=120, blank=True)
+    file_path = models.CharField(
+        _("file"), max_length=255, blank=True, help_text=_("relative to QUANYI_EXPORT_DIR")
+    )
+    size = models.PositiveBigIntegerField(_("size of the ZIP (bytes)"), null=True, blank=True)
+    sha256 = models.CharField(_("SHA-256 of the ZIP"), max_length=64, blank=True)
+    wrapped_key = models.TextField(blank=True)
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    expires_at = models.DateTimeField(_("expires at"), null=True, blank=True)
+    download_count = models.PositiveIntegerField(_("downloads"), default=0)
+    last_downloaded_at = models.DateTimeField(_("last downloaded at"), null=True, blank=True)
+    last_error = models.CharField(_("last error"), max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("access package")
+        verbose_name_plural = _("access packages")
+        indexes = [models.Index(fields=["status", "expires_at"], name="dsar_export_status_expires")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["request"],
+                condition=models.Q(status__in=["queued", "building", "ready"]),
+                name="dsar_export_one_live",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"export {self.pk} of {self.request_id}"
+
+    @property
+    def percent(self) -> int:
+        """Progress for a person: 100 only once the package is ready."""
+        if self.status == ExportStatus.READY:
+            return 100
+        if self.status != ExportStatus.BUILDING or not self.rows_total:
+            return 0
+        return min(99, int(self.rows_done * 100 / self.rows_total))
+
+    @property
+    def is_live(self) -> bool:
+        return self.status in LIVE_EXPORT_STATUSES

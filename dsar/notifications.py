@@ -139,3 +139,21 @@ def send_cancellation_blocked(*, request_id: int) -> int:
         + reverse("admin:dsar_datasubjectrequest_change", args=[request.pk]),
     }
     return _send("staff_cancellation_blocked", to, context, settings.LANGUAGE_CODE)
+
+
+def send_export_ready(*, export_id: int) -> int:
+    """The requester's access package is ready: where and until when to download it. Never
+    sent for a package that expired or failed meanwhile."""
+    from dsar.models import DataExport, ExportStatus
+
+    export = DataExport.objects.select_related("request__subject", "request__user").get(pk=export_id)
+    if export.status != ExportStatus.READY:
+        return 0
+    request = export.request
+    to = requester_address(request)
+    context = {
+        **_context(request),
+        "export": export,
+        "url": settings.SITE_URL.rstrip("/") + reverse("dsar:detail", args=[request.pk]),
+    }
+    return _send("requester_export_ready", [to] if to else [], context, request.language)

@@ -7,6 +7,7 @@ from dsar.models import (
     CalendarDay,
     CalendarYear,
     CorrectionItem,
+    DataExport,
     DataSubjectRequest,
     EmailChallenge,
     Reminder,
@@ -131,4 +132,41 @@ register(
         "started_at",
         "blocked_at",
     ],
+)
+# The package file itself is encrypted under a key wrapped by the subject's key: destroying
+# that key (erasure) makes it unreadable, and the hourly job deletes it after its window.
+register(
+    DataExport,
+    subject="subject",
+    fields={
+        "wrapped_key": PersonalField(
+            C.ACCOUNT,
+            export=Export.OMIT,
+            erase=Erase.NULL,
+            note="the package's file key, wrapped under the subject key",
+        ),
+        "language": PersonalField(C.INTERACTION, erase=Erase.KEEP),
+    },
+    not_personal=[
+        "id",
+        "request",
+        "subject",
+        "status",
+        "attempts",
+        "lease_until",
+        "rows_done",
+        "rows_total",
+        "step",
+        "file_path",
+        "size",
+        "sha256",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "expires_at",
+        "download_count",
+        "last_downloaded_at",
+        "last_error",
+    ],
+    note="a file of every personal data we hold about the subject, encrypted; deleted after its window",
 )

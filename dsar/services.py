@@ -11,32 +11,42 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
+import os
 import secrets
-from collections.abc import Iterable
+import tempfile
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import F, Q
-from django.utils import timezone
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from accounts.models import DataSubject, User
 from accounts.services import subject_create, subject_find
+from core import crypto
 from core.audit import SYSTEM, Actor, audit_log
 from core.outbox import outbox_enqueue
+from dsar import export as package
 from dsar.models import (
     CLOCK_RUNNING,
+    EXPORT_TYPES,
+    LIVE_EXPORT_STATUSES,
     OPEN_STATUSES,
     CalendarDay,
     CalendarYear,
     CorrectionItem,
+    DataExport,
     DataSubjectRequest,
     EmailChallenge,
+    ExportStatus,
     OnBehalf,
     RefusalGround,
     Reminder,
@@ -47,7 +57,9 @@ from dsar.models import (
     VerificationDocument,
     VerificationMethod,
 )
-from dsar.workdays import business_today, workday_index
+from dsar.workdays import business_today, business_tz, workday_index
+
+log = logging.getLogger(__name__)
 
 CODE_TTL = timedelta(minutes=10)
 CODE_MAX_ATTEMPTS = 5
@@ -447,6 +459,14 @@ def request_verify(
     )
     if changed and email:
         _email(request, "verified")
+        if (
+            method == VerificationMethod.REAUTHENTICATION
+            and export_self_service(request)
+            and not export_startable(request)
+        ):
+            # Self-service (seed 000 §4.1): the account holder proved who they are a moment ago
+            # and asked for their own data, so nobody needs to look first.
+            export_start(request=request, actor=SYSTEM)
     return request
 
 
@@ -880,3 +900,442 @@ def _end_of(day: date) -> datetime:
     from dsar.workdays import end_of_day
 
     return end_of_day(day)
+
+
+# --- Access packages ------------------------------------------------------------------------------
+#
+# export_start queues a build (audited, through the outbox); the task runs export_build, which
+# claims the export with a conditional UPDATE and a lease, writes the ZIP to an anonymous
+# temporary file, encrypts it into a ".part" file and renames that into place. The lease is
+# renewed with every batch of rows: a build whose worker died stops renewing it and the next
+# run (the outbox relay re-publishes unfinished work) takes the export over and starts the file
+# again. A stale run notices at its next batch that the export is no longer its own and stops.
+
+EXPORT_LEASE = timedelta(minutes=10)
+BUILT = "ready"
+BUILD_FAILED = "failed"
+BUILD_BUSY = "busy"  # another worker holds a live lease
+BUILD_NOTHING = "nothing"  # already ready, failed or expired
+
+
+class ExportUnavailable(package.ExportError):
+    """The package cannot be downloaded: `reason` is not_ready, expired, key_destroyed,
+    missing or corrupt; the message is for the requester."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class _Abandoned(Exception):
+    """The export stopped being this run's (taken over after a lost lease, or expired)."""
+
+
+def export_dir() -> Path:
+    """The folder of package files, created private to this user. Never served by the web."""
+    folder = Path(settings.QUANYI_EXPORT_DIR)
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return folder
+
+
+def export_self_service(request: DataSubjectRequest) -> bool:
+    """A request the portal may answer with a package without staff starting it: access, copy
+    or portability, asked by the account holder for themselves."""
+    return (
+        request.type in EXPORT_TYPES
+        and request.on_behalf == OnBehalf.SELF
+        and request.user_id is not None
+        and request.subject.user_id == request.user_id
+    )
+
+
+def export_startable(request: DataSubjectRequest) -> str:
+    """Why a package cannot be started for this request now ("" when it can)."""
+    if request.type not in EXPORT_TYPES:
+        return _("Only access, copy and portability requests are answered with a package.")
+    if request.status not in CLOCK_RUNNING:
+        return _("A package is prepared once the identity is verified and while the request is open.")
+    if request.on_behalf != OnBehalf.SELF:
+        # Only the person's own account downloads it; the requester here is someone else.
+        return _(
+            "The request was made on someone's behalf, and only the person's own account can "
+            "download a package: build it with `manage.py export_subject` and deliver it."
+        )
+    if request.subject.user_id is None:
+        return _(
+            "The person has no account to download the package from: build it with "
+            "`manage.py export_subject` and deliver it another way."
+        )
+    if request.subject.is_erased or crypto.subject_key_is_destroyed(request.subject.key_id):
+        return _("The person's data was erased: there is nothing to put in a package.")
+    return ""
+
+
+def export_latest(request: DataSubjectRequest) -> DataExport | None:
+    return DataExport.objects.filter(request=request).order_by("-created_at", "-pk").first()
+
+
+@transaction.atomic
+def export_start(*, request: DataSubjectRequest, actor: Actor) -> DataExport:
+    """Queue the package for an access, copy or portability request whose identity is verified.
+    Idempotent: while a package is queued, being built or ready, that one is returned."""
+    request = DataSubjectRequest.objects.select_for_update().select_related("subject").get(pk=request.pk)
+    live = DataExport.objects.filter(request=request, status__in=LIVE_EXPORT_STATUSES).first()
+    if live is not None:
+        if not (live.status == ExportStatus.READY and live.expires_at and live.expires_at <= timezone.now()):
+            return live
+        _export_expire_one(live.pk, request.pk)  # its window passed before the hourly job came
+    problem = export_startable(request)
+    if problem:
+        raise TransitionError(problem)
+    export = DataExport.objects.create(
+        request=request,
+        subject=request.subject,
+        language=request.language or request.subject.language,
+    )
+    audit_log(actor=actor, action="export.queued", obj=request, data={"export": export.pk})
+    outbox_enqueue("dsar.tasks.build_export", export_id=export.pk)
+    return export
+
+
+def export_build(*, export_id: int) -> str:
+    """The body of the build task: claim, build, then ready or failed. Running it again on a
+    ready, failed or expired export does nothing; on a build whose lease ran out it starts over."""
+    now = timezone.now()
+    claimed = (
+        DataExport.objects.filter(pk=export_id)
+        .filter(Q(status=ExportStatus.QUEUED) | Q(status=ExportStatus.BUILDING, lease_until__lt=now))
+        .update(
+            status=ExportStatus.BUILDING,
+            lease_until=now + EXPORT_LEASE,
+            started_at=now,
+            attempts=F("attempts") + 1,
+            rows_done=0,
+            step="",
+            last_error="",
+        )
+    )
+    if not claimed:
+        current = DataExport.objects.filter(pk=export_id).values_list("status", flat=True).first()
+        return BUILD_BUSY if current == ExportStatus.BUILDING else BUILD_NOTHING
+    export = DataExport.objects.select_related("request", "subject", "subject__user").get(pk=export_id)
+    attempt = export.attempts
+    audit_log(
+        actor=SYSTEM,
+        action="export.building",
+        obj=export.request,
+        data={"export": export.pk, "attempt": attempt},
+    )
+    try:
+        _export_build_file(export, attempt)
+    except _Abandoned:
+        log.warning("export %s: attempt %s lost its claim and stopped", export.pk, attempt)
+        return BUILD_NOTHING
+    except Exception as exc:
+        log.exception("export %s: attempt %s failed", export.pk, attempt)
+        _export_fail(export, attempt, exc)
+        return BUILD_FAILED
+    return BUILT
+
+
+def _mine(export: DataExport, attempt: int) -> Any:
+    return DataExport.objects.filter(pk=export.pk, status=ExportStatus.BUILDING, attempts=attempt)
+
+
+def _export_build_file(export: DataExport, attempt: int) -> None:
+    request, subject = export.request, export.subject
+    if request.status in (Status.WITHDRAWN, Status.REFUSED):
+        raise package.ExportError(_("The request was closed before the package was ready."))
+    folder = export_dir()
+    # Nothing of an export that is not ready is worth keeping: a crashed attempt's files go.
+    for stale in folder.glob(f"export-{export.pk}-*"):
+        stale.unlink(missing_ok=True)
+    key = package.file_key_new()
+    # Wrapped first: a subject whose key was destroyed fails here, before any work.
+    wrapped = crypto.encrypt(subject.key_id, base64.b64encode(key).decode(), aad=f"dsar.export:{export.pk}")
+    plan = package.package_plan(subject=subject, request=request, language=export.language)
+    if not _mine(export, attempt).update(
+        rows_total=plan.rows_total, step="plan", lease_until=timezone.now() + EXPORT_LEASE
+    ):
+        raise _Abandoned
+
+    def progress(done: int, step: str) -> None:
+        renewed = _mine(export, attempt).update(
+            rows_done=done, step=step[:120], lease_until=timezone.now() + EXPORT_LEASE
+        )
+        if not renewed:
+            raise _Abandoned
+
+    name = f"export-{export.pk}-{secrets.token_hex(8)}.qyx"
+    final, part = folder / name, folder / f"{name}.part"
+    try:
+        # The plaintext ZIP has no name on disk: it disappears when closed, also on a crash.
+        with tempfile.TemporaryFile(dir=folder) as plain:
+            stats = package.package_write(plain, plan, progress=progress, scratch_dir=folder)
+            progress(stats.rows, "encrypt")
+            plain.seek(0)
+            with _open_private(part) as out:
+                size, digest = package.encrypt_file(plain, out, key=key, export_id=export.pk)
+                out.flush()
+                os.fsync(out.fileno())
+        os.replace(part, final)
+    finally:
+        part.unlink(missing_ok=True)
+    try:
+        _export_ready(export, attempt, name=name, size=size, digest=digest, wrapped=wrapped, rows=stats.rows)
+    except BaseException:
+        final.unlink(missing_ok=True)
+        raise
+
+
+def _open_private(path: Path) -> IO[bytes]:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    return os.fdopen(fd, "wb")
+
+
+@transaction.atomic
+def _export_ready(
+    export: DataExport, attempt: int, *, name: str, size: int, digest: str, wrapped: str, rows: int
+) -> None:
+    now = timezone.now()
+    expires = now + timedelta(days=settings.QUANYI_EXPORT_TTL_DAYS)
+    if not _mine(export, attempt).update(
+        status=ExportStatus.READY,
+        file_path=name,
+        size=size,
+        sha256=digest,
+        wrapped_key=wrapped,
+        finished_at=now,
+        expires_at=expires,
+        rows_done=rows,
+        step="",
+        lease_until=None,
+    ):
+        raise _Abandoned
+    export.refresh_from_db()
+    request = export.request
+    audit_log(
+        actor=SYSTEM,
+        action="export.ready",
+        obj=request,
+        data={"export": export.pk, "rows": rows, "size": size, "sha256": digest},
+    )
+    outbox_enqueue("dsar.tasks.send_export_ready", export_id=export.pk)
+    # Access and copy are answered by the package itself, so the request is completed with an
+    # answer that names it (the clock stops, no reminder fires for a request already served).
+    # Portability stays open: staff may still have to send the data to the provider named.
+    request.refresh_from_db()
+    if request.type in (RequestType.ACCESS, RequestType.COPY) and request.status in CLOCK_RUNNING:
+        with translation.override(request.language):
+            answer = export_answer(export)
+        request_complete(request=request, actor=SYSTEM, answer=answer, email=False)
+
+
+def export_answer(export: DataExport) -> str:
+    """The answer of a request served by its package, in the active language."""
+    expires = export.expires_at.astimezone(business_tz()) if export.expires_at else None
+    return _(
+        "Your personal information package is ready: %(file)s (%(rows)d rows, SHA-256 %(sha)s). "
+        "Download it from this page until %(expires)s (%(tz)s); you will be asked to confirm your "
+        "password. It holds index.html to read, data.json with everything in a machine-readable "
+        "format (described by schema.json) and one CSV file per table."
+    ) % {
+        "file": export_filename(export),
+        "rows": export.rows_done,
+        "sha": export.sha256,
+        "expires": expires.strftime("%Y-%m-%d %H:%M") if expires else "—",
+        "tz": business_tz().key,
+    }
+
+
+def export_filename(export: DataExport) -> str:
+    return f"quanyi-{export.request.reference}.zip"
+
+
+def _export_fail(export: DataExport, attempt: int, exc: BaseException) -> None:
+    # Our own errors say what is wrong in words a person can act on; anything else is named by
+    # its type only (a database error's text may quote the values it choked on).
+    known = (package.ExportError, crypto.CryptoError)
+    message = str(exc) if isinstance(exc, known) and str(exc) else type(exc).__name__
+    if isinstance(exc, crypto.KeyDestroyed):
+        message = _("The person's key was destroyed (their data was erased).")
+    with transaction.atomic():
+        failed = _mine(export, attempt).update(
+            status=ExportStatus.FAILED,
+            finished_at=timezone.now(),
+            last_error=message[:500],
+            lease_until=None,
+            step="",
+        )
+        if failed:
+            audit_log(
+                actor=SYSTEM,
+                action="export.failed",
+                obj=export.request,
+                data={"export": export.pk, "attempt": attempt, "error": type(exc).__name__},
+            )
+
+
+def _export_key(export: DataExport) -> bytes:
+    try:
+        text = crypto.decrypt(export.wrapped_key, aad=f"dsar.export:{export.pk}")
+    except (crypto.KeyDestroyed, crypto.KeyMissing):
+        raise ExportUnavailable(
+            "key_destroyed",
+            _("This package can no longer be opened: the personal data it held has been erased."),
+        ) from None
+    except crypto.DecryptionFailed:
+        raise ExportUnavailable(
+            "corrupt", _("This package cannot be opened: its key is damaged. Ask us for a new one.")
+        ) from None
+    return base64.b64decode(text)
+
+
+def export_open(export: DataExport) -> Iterator[bytes]:
+    """The decrypted ZIP, chunk by chunk, after checking that the whole file authenticates and
+    matches its SHA-256 (so a damaged file gives a clear error instead of a broken download).
+    For callers that already decided the reader may have it."""
+    key = _export_key(export)
+    path = _export_path(export.file_path)
+    if not export.file_path or not path.is_file():
+        raise ExportUnavailable("missing", _("This package's file is gone. Ask us for a new one."))
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as f:
+            for chunk in package.decrypt_chunks(f, key=key, export_id=export.pk):
+                digest.update(chunk)
+    except package.ExportCorrupt as exc:
+        raise ExportUnavailable("corrupt", str(exc)) from None
+    if digest.hexdigest() != export.sha256:
+        raise ExportUnavailable(
+            "corrupt", _("The package file does not match its checksum. It cannot be opened.")
+        )
+    return _stream(path, key, export.pk)
+
+
+def _stream(path: Path, key: bytes, export_id: int) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        yield from package.decrypt_chunks(f, key=key, export_id=export_id)
+
+
+def export_download(*, export: DataExport, actor: Actor) -> Iterator[bytes]:
+    """Hand the package to its owner (the caller checked who asks and their reauthentication):
+    only while ready and inside its window; every download is counted and audited."""
+    export.refresh_from_db()
+    now = timezone.now()
+    if export.status == ExportStatus.EXPIRED or (
+        export.status == ExportStatus.READY and export.expires_at is not None and export.expires_at <= now
+    ):
+        raise ExportUnavailable(
+            "expired",
+            _("This package has expired and was deleted. You can make a new request for a fresh one."),
+        )
+    if export.status != ExportStatus.READY:
+        raise ExportUnavailable("not_ready", _("The package is not ready yet."))
+    try:
+        stream = export_open(export)
+    except ExportUnavailable as exc:
+        log.error("export %s: cannot be opened (%s)", export.pk, exc.reason)
+        audit_log(
+            actor=actor,
+            action="export.unreadable",
+            obj=export.request,
+            data={"export": export.pk, "reason": exc.reason},
+        )
+        raise
+    with transaction.atomic():
+        counted = DataExport.objects.filter(pk=export.pk, status=ExportStatus.READY).update(
+            download_count=F("download_count") + 1, last_downloaded_at=now
+        )
+        if not counted:
+            raise ExportUnavailable("expired", _("This package has expired and was deleted."))
+        audit_log(
+            actor=actor,
+            action="export.downloaded",
+            obj=export.request,
+            data={"export": export.pk, "sha256": export.sha256},
+        )
+    return stream
+
+
+def exports_expire(*, now: datetime | None = None, batch: int = 200) -> int:
+    """Expire the packages whose window has passed and delete their files; also forget the
+    file key, so a copy of the file that survived somewhere cannot be opened either.
+    Resumable: a package marked expired whose file is still there is deleted on the next run."""
+    now = now or timezone.now()
+    expired = 0
+    while True:
+        due = list(
+            DataExport.objects.filter(status=ExportStatus.READY, expires_at__lte=now)
+            .order_by("expires_at", "pk")
+            .values_list("pk", "request_id")[:batch]
+        )
+        if not due:
+            break
+        for pk, request_id in due:
+            expired += _export_expire_one(pk, request_id)
+    leftovers = DataExport.objects.filter(status__in=[ExportStatus.EXPIRED, ExportStatus.FAILED]).exclude(
+        file_path=""
+    )
+    for pk, file_path in list(leftovers.values_list("pk", "file_path")[: batch * 10]):
+        _export_path(file_path).unlink(missing_ok=True)
+        DataExport.objects.filter(pk=pk).update(file_path="")
+    return expired
+
+
+@transaction.atomic
+def _export_expire_one(pk: int, request_id: int) -> int:
+    """Ready → expired, the wrapped key forgotten; the file goes with the next sweep's cleanup."""
+    if not DataExport.objects.filter(pk=pk, status=ExportStatus.READY).update(
+        status=ExportStatus.EXPIRED, wrapped_key=""
+    ):
+        return 0
+    audit_log(
+        actor=SYSTEM,
+        action="export.expired",
+        object_type="dsar.datasubjectrequest",
+        object_id=str(request_id),
+        data={"export": pk},
+    )
+    return 1
+
+
+def _export_path(file_path: str) -> Path:
+    # The stored name only, inside the export folder, whatever the column holds.
+    return export_dir() / Path(file_path).name
+
+
+@dataclass(frozen=True)
+class StaffPackage:
+    path: Path
+    rows: int
+    size: int
+    sha256: str
+
+
+def export_to_file(*, subject: DataSubject, out: Path, actor: Actor, language: str = "") -> StaffPackage:
+    """The same package as a plaintext ZIP at `out`, for staff work (answering a person
+    without an account, a regulator's inquiry). Written beside `out` and renamed into place;
+    the audit entry records who, how many rows and the checksum, never the content."""
+    out = out.expanduser().absolute()
+    plan = package.package_plan(subject=subject, request=None, language=language or subject.language)
+    fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=".quanyi-", suffix=".zip.part")
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w+b") as f:
+            stats = package.package_write(f, plan)
+            f.flush()
+            os.fsync(f.fileno())
+            f.seek(0)
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+            size = f.tell()
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    audit_log(
+        actor=actor,
+        action="export.staff_built",
+        obj=subject,
+        data={"rows": stats.rows, "size": size, "sha256": digest},
+    )
+    return StaffPackage(path=out, rows=stats.rows, size=size, sha256=digest)

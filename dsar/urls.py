@@ -13,6 +13,7 @@ urlpatterns: list[URLPattern] = [
     path("<int:pk>/withdraw/", views.withdraw, name="withdraw"),
     path("<int:pk>/information/", views.provide_info, name="provide_info"),
     path("<int:pk>/corrections/", views.propose, name="propose"),
+    path("<int:pk>/download/", views.download, name="download"),
     # Without an account: the link in every e-mail, and the way back to a request.
     path("status/<str:reference>/", views.status, name="status"),
     path("find/", views.find, name="find"),

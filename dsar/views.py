@@ -25,11 +25,18 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.sessions.backends.base import SessionBase
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import Q, QuerySet
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import (
+    Http404,
+    HttpRequest,
+    HttpResponse,
+    HttpResponseBase,
+    HttpResponseRedirect,
+    StreamingHttpResponse,
+)
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils import translation
-from django.utils.http import urlencode
+from django.utils import timezone, translation
+from django.utils.http import content_disposition_header, urlencode
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
 
@@ -53,7 +60,9 @@ from dsar.forms import (
 )
 from dsar.models import (
     CLOCK_RUNNING,
+    EXPORT_TYPES,
     AccountCancellation,
+    DataExport,
     DataSubjectRequest,
     OnBehalf,
     RequestMessage,
@@ -505,6 +514,7 @@ def _render_request(
 ) -> HttpResponse:
     if info_form is None and dsr.status == Status.INFO_REQUESTED:
         info_form = ProvideInfoForm()
+    export = services.export_latest(dsr) if dsr.type in EXPORT_TYPES else None
     context = {
         "dsr": dsr,
         "timeline": requester_timeline(dsr),
@@ -513,6 +523,13 @@ def _render_request(
         "explanation": TYPE_EXPLANATIONS.get(dsr.type, ""),
         "corrections": corrections.correction_outcomes(dsr) if dsr.type == RequestType.CORRECTION else [],
         "may_propose": may_propose(request.user, dsr),
+        "export": export,
+        "export_owner": export is not None and is_export_owner(request.user, export),
+        "export_expired": export is not None and export_expired(export),
+        # The progress script asks the API, which answers signed-in subjects only.
+        "export_poll": export is not None
+        and export.status in ("queued", "building")
+        and is_subject_user(request.user),
     }
     return _render(request, "dsar/detail.html", context)
 
@@ -555,6 +572,58 @@ def propose(request: HttpRequest, pk: int) -> HttpResponse:
                 return redirect("dsar:detail", pk=dsr.pk)
     context = {"dsr": dsr, "changes_form": form, "unavailable": unavailable}
     return _render(request, "dsar/propose.html", context)
+
+
+# --- The access package ----------------------------------------------------------------------
+
+
+def is_export_owner(user: Any, export: DataExport) -> bool:
+    """Only the account of the person the package is about may download it: not a guardian or
+    an agent who asked for them, not staff."""
+    return is_subject_user(user) and export.subject.user_id == user.pk
+
+
+def export_expired(export: DataExport) -> bool:
+    return export.status == "expired" or (
+        export.status == "ready" and export.expires_at is not None and export.expires_at <= timezone.now()
+    )
+
+
+def reauthenticate_url(request: HttpRequest) -> str:
+    return reverse("account_reauthenticate") + "?" + urlencode({"next": request.get_full_path()})
+
+
+# A package that can never be opened again is gone (410); a file that is damaged or missing
+# while the package should be there is our fault (500), shown on the same clear page.
+GONE_STATUS = {"expired": 410, "key_destroyed": 410, "missing": 500, "corrupt": 500}
+
+
+@login_required
+def download(request: HttpRequest, pk: int) -> HttpResponseBase:
+    """The package, decrypted as it streams out. The owner only, after a recent
+    reauthentication (allauth's page, coming back here), while ready and not expired."""
+    dsr = own_request(request.user, pk)
+    export = services.export_latest(dsr)
+    if export is None or not is_export_owner(request.user, export):
+        raise Http404
+    if not recently_reauthenticated(request.user, request.session):
+        return HttpResponseRedirect(reauthenticate_url(request))
+    try:
+        stream = services.export_download(export=export, actor=Actor.of(request.user))
+    except services.ExportUnavailable as exc:
+        if exc.reason == "not_ready":
+            messages.info(request, str(exc))
+            return redirect("dsar:detail", pk=dsr.pk)
+        context = {"dsr": dsr, "message": str(exc), "reason": exc.reason}
+        return _render(request, "dsar/export_gone.html", context, status=GONE_STATUS.get(exc.reason, 500))
+    response = StreamingHttpResponse(stream, content_type="application/zip")
+    response["Content-Disposition"] = (
+        content_disposition_header(True, services.export_filename(export)) or "attachment"
+    )
+    if export.size is not None:
+        response["Content-Length"] = str(export.size)
+    response["Cache-Control"] = "no-store, private"
+    return response
 
 
 @require_http_methods(["GET", "POST"])
@@ -667,10 +736,6 @@ def provide_info(request: HttpRequest, pk: int) -> HttpResponse:
 # --- Account cancellation (seed 000 §4.5) ------------------------------------------------------
 
 
-def reauthenticate_url(next_path: str) -> str:
-    return reverse("account_reauthenticate") + "?" + urlencode({"next": next_path})
-
-
 def _subject_only(request: HttpRequest) -> User:
     if not is_subject_user(request.user):
         raise PermissionDenied(_("Staff accounts are closed by an administrator, not here."))
@@ -687,7 +752,7 @@ def cancellation(request: HttpRequest) -> HttpResponse:
     if state is not None:
         return _render(request, "dsar/cancellation_status.html", {"state": state})
     if not recently_reauthenticated(user, request.session):
-        return redirect(reauthenticate_url(request.path))
+        return redirect(reauthenticate_url(request))
     form = CancellationForm(**_bound(request))
     if form.is_bound and form.is_valid():
         try:
