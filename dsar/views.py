@@ -46,6 +46,7 @@ from core.audit import Actor
 from core.ratelimit import rate_limited
 from dsar import cancellation as cancellation_services
 from dsar import corrections, services
+from dsar import erasure as dsar_erasure
 from dsar.forms import (
     REFERENCE_MAX,
     TYPE_EXPLANATIONS,
@@ -530,6 +531,10 @@ def _render_request(
         "export_poll": export is not None
         and export.status in ("queued", "building")
         and is_subject_user(request.user),
+        # What the erasure plan says will be deleted and kept, and how far it has got.
+        "erasure": dsar_erasure.plan_context(dsar_erasure.erasure_of(dsr), dsr.language)
+        if dsr.type in dsar_erasure.ERASING_TYPES
+        else None,
     }
     return _render(request, "dsar/detail.html", context)
 

@@ -132,6 +132,11 @@ def test_the_plan_says_per_table_what_is_deleted_anonymised_or_kept_and_why(prod
     assert plan.rows_total == sum(i["rows"] for i in plan.plan["items"])
     # Nothing is erased by planning.
     assert product_rows("devices", patient_id=patient_id_of(_p)) != []
+    # The requester reads the same plan on their request page.
+    client = Client()
+    client.force_login(subject.user)
+    page = client.get(reverse("dsar:detail", args=[request.pk])).content.decode()
+    assert 'id="erasure"' in page and "病历依法保存" in page and "《医疗机构病历管理规定》" in page
 
 
 def test_erasing_leaves_nothing_of_the_subject_but_what_the_plan_kept(product: None) -> None:
