@@ -291,7 +291,8 @@ SPECTACULAR_SETTINGS = {
 
 # --- Celery ----------------------------------------------------------------------------
 # Default broker: kombu's filesystem transport, a real broker that needs no server (see README).
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+# "localhost" only names the (serverless) transport's host, so kombu does not warn about a missing one.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost/")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = Path(env.str("QUANYI_BROKER_DIR", default=str(VAR_DIR / "broker")))
     for _sub in ("queue", "control"):
