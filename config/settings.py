@@ -98,6 +98,9 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "core.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Before anything that touches a database: while a restore runs (the maintenance flag is
+    # set) every request but /healthz gets a 503 page. Static files stay served (no database).
+    "core.middleware.MaintenanceMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -338,6 +341,10 @@ QUANYI_ERASURE_CHECKPOINT_SECONDS = env.float("QUANYI_ERASURE_CHECKPOINT_SECONDS
 # Until the backup catalogue knows better: backups are kept this many days, so an erased
 # person's data has left every backup this long after the erasure.
 QUANYI_BACKUP_RETENTION_DAYS = env.int("QUANYI_BACKUP_RETENTION_DAYS", default=30)
+# While this file exists the web answers 503 (a restore is replaying erasures). A file, not a
+# database row: it must survive the restore that replaces the databases. With several web
+# machines it must be on storage they share.
+QUANYI_MAINTENANCE_FILE = Path(env.str("QUANYI_MAINTENANCE_FILE", default=str(VAR_DIR / "maintenance")))
 
 # --- Security --------------------------------------------------------------------------
 SECURE_CONTENT_TYPE_NOSNIFF = True
