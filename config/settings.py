@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import environ
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
@@ -328,6 +329,10 @@ CELERY_BEAT_SCHEDULE = {
     "recipient-notices": {"task": "core.tasks.recipient_notices_sweep", "schedule": 60.0},
     # Nightly: verify the audit hash chain end to end.
     "verify-audit": {"task": "core.tasks.verify_audit_chain", "schedule": 24 * 3600.0},
+    # Nightly at 02:30 (CELERY_TIMEZONE): an encrypted backup of the main and product databases
+    # (never the key store), verified by reading it back; then backups older than
+    # QUANYI_BACKUP_RETENTION_DAYS are deleted, which is when an erased person leaves the last one.
+    "backup-nightly": {"task": "retention.tasks.backup_nightly", "schedule": crontab(hour=2, minute=30)},
 }
 QUANYI_OUTBOX_RESEND_AFTER_SECONDS = env.int("QUANYI_OUTBOX_RESEND_AFTER_SECONDS", default=600)
 
@@ -338,9 +343,21 @@ QUANYI_ERASURE_BATCH = env.int("QUANYI_ERASURE_BATCH", default=2000)
 QUANYI_ERASURE_LEASE_SECONDS = env.int("QUANYI_ERASURE_LEASE_SECONDS", default=120)
 # Progress is saved at most this often; a crash repeats the (idempotent) batches since.
 QUANYI_ERASURE_CHECKPOINT_SECONDS = env.float("QUANYI_ERASURE_CHECKPOINT_SECONDS", default=0.5)
-# Until the backup catalogue knows better: backups are kept this many days, so an erased
-# person's data has left every backup this long after the erasure.
+
+# --- Backups (retention.backups) ----------------------------------------------------------
+# Daily backups are kept this many days (their expires_at); an erased person's data has left
+# every backup by the last expiry among the backups taken before the erasure. With no backup
+# catalogued yet, erasure reports count this many days from the erasure instead.
 QUANYI_BACKUP_RETENTION_DAYS = env.int("QUANYI_BACKUP_RETENTION_DAYS", default=30)
+# Encrypts backup files (streaming AES-256-GCM). Comma-separated base64 32-byte keys: the first
+# encrypts, every one decrypts, so a new key can go first while older backups stay readable.
+# Keep it away from the backups themselves, and apart from the key store's backups.
+QUANYI_BACKUP_KEY = [
+    k.strip()
+    for k in _require("QUANYI_BACKUP_KEY", "ZGV2LW9ubHktYmFja3VwLWtleS0zMi1ieXRlcyEhISE=").split(",")
+    if k.strip()
+]
+QUANYI_BACKUP_DIR = Path(env.str("QUANYI_BACKUP_DIR", default=str(VAR_DIR / "backups")))
 # While this file exists the web answers 503 (a restore is replaying erasures). A file, not a
 # database row: it must survive the restore that replaces the databases. With several web
 # machines it must be on storage they share.
