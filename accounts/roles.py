@@ -67,6 +67,7 @@ ROLES: dict[str, list[str]] = {
         "accounts.view_user",
         "core.view_jobstate",
         "core.view_outboxmessage",
+        "retention.view_backup",
     ],
     # Auditors read everything and change nothing.
     AUDITOR: [
@@ -74,6 +75,7 @@ ROLES: dict[str, list[str]] = {
         "accounts.view_user",
         "core.view_jobstate",
         "core.view_outboxmessage",
+        "retention.view_backup",
         "consent.view_apikey",
     ],
 }

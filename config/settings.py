@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import environ
+from celery.schedules import crontab
 from django.core.exceptions import ImproperlyConfigured
 from django.utils.translation import gettext_lazy as _
 
@@ -98,6 +99,9 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "core.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    # Before anything that touches a database: while a restore runs (the maintenance flag is
+    # set) every request but /healthz gets a 503 page. Static files stay served (no database).
+    "core.middleware.MaintenanceMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -342,6 +346,10 @@ CELERY_BEAT_SCHEDULE = {
     "dsar-expire-exports": {"task": "dsar.tasks.expire_exports", "schedule": 3600.0},
     # Nightly: verify the audit hash chain end to end.
     "verify-audit": {"task": "core.tasks.verify_audit_chain", "schedule": 24 * 3600.0},
+    # Nightly at 02:30 (CELERY_TIMEZONE): an encrypted backup of the main and product databases
+    # (never the key store), verified by reading it back; then backups older than
+    # QUANYI_BACKUP_RETENTION_DAYS are deleted, which is when an erased person leaves the last one.
+    "backup-nightly": {"task": "retention.tasks.backup_nightly", "schedule": crontab(hour=2, minute=30)},
 }
 QUANYI_OUTBOX_RESEND_AFTER_SECONDS = env.int("QUANYI_OUTBOX_RESEND_AFTER_SECONDS", default=600)
 
@@ -352,9 +360,25 @@ QUANYI_ERASURE_BATCH = env.int("QUANYI_ERASURE_BATCH", default=2000)
 QUANYI_ERASURE_LEASE_SECONDS = env.int("QUANYI_ERASURE_LEASE_SECONDS", default=120)
 # Progress is saved at most this often; a crash repeats the (idempotent) batches since.
 QUANYI_ERASURE_CHECKPOINT_SECONDS = env.float("QUANYI_ERASURE_CHECKPOINT_SECONDS", default=0.5)
-# Until the backup catalogue knows better: backups are kept this many days, so an erased
-# person's data has left every backup this long after the erasure.
+
+# --- Backups (retention.backups) ----------------------------------------------------------
+# Daily backups are kept this many days (their expires_at); an erased person's data has left
+# every backup by the last expiry among the backups taken before the erasure. With no backup
+# catalogued yet, erasure reports count this many days from the erasure instead.
 QUANYI_BACKUP_RETENTION_DAYS = env.int("QUANYI_BACKUP_RETENTION_DAYS", default=30)
+# Encrypts backup files (streaming AES-256-GCM). Comma-separated base64 32-byte keys: the first
+# encrypts, every one decrypts, so a new key can go first while older backups stay readable.
+# Keep it away from the backups themselves, and apart from the key store's backups.
+QUANYI_BACKUP_KEY = [
+    k.strip()
+    for k in _require("QUANYI_BACKUP_KEY", "ZGV2LW9ubHktYmFja3VwLWtleS0zMi1ieXRlcyEhISE=").split(",")
+    if k.strip()
+]
+QUANYI_BACKUP_DIR = Path(env.str("QUANYI_BACKUP_DIR", default=str(VAR_DIR / "backups")))
+# While this file exists the web answers 503 (a restore is replaying erasures). A file, not a
+# database row: it must survive the restore that replaces the databases. With several web
+# machines it must be on storage they share.
+QUANYI_MAINTENANCE_FILE = Path(env.str("QUANYI_MAINTENANCE_FILE", default=str(VAR_DIR / "maintenance")))
 
 # --- Account cancellation ----------------------------------------------------------------
 # Days between the subject confirming a cancellation and the erasure starting; signing in or

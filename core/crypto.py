@@ -18,6 +18,7 @@ import hmac
 import os
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cache
 
@@ -180,6 +181,21 @@ def subject_key_destroy(key_id: uuid.UUID) -> bool:
         )
         return True
     return bool(changed)
+
+
+def subject_keys_destroy(key_ids: Iterable[uuid.UUID], *, batch: int = 500) -> int:
+    """Crypto-shred many keys (a restore does this for every tombstone, in case the key store
+    itself was restored from its own backup). Returns how many were still there."""
+    wanted = sorted(set(key_ids))
+    destroyed = 0
+    for start in range(0, len(wanted), batch):
+        chunk = wanted[start : start + batch]
+        for key_id in chunk:
+            _cache.pop(key_id, None)
+        destroyed += SubjectKey.objects.filter(key_id__in=chunk, destroyed_at__isnull=True).update(
+            wrapped=None, master_key_id="", destroyed_at=timezone.now()
+        )
+    return destroyed
 
 
 def subject_key_is_destroyed(key_id: uuid.UUID) -> bool:

@@ -15,6 +15,7 @@ from typing import Any, ParamSpec, TypeVar
 from django.db.models import F, Q
 from django.utils import timezone
 
+from core.maintenance import maintenance_active
 from core.models import JobState
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,9 @@ def singleton_job(name: str, *, every: timedelta) -> Callable[[Callable[P, R]], 
     def decorate(func: Callable[P, R]) -> Callable[P, R | str]:
         @functools.wraps(func)
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | str:
+            if maintenance_active():  # a restore is replaying erasures: touch nothing
+                log.warning("job %s: maintenance flag set, skipping", name)
+                return SKIPPED
             if not job_claim(name, hold=hold):
                 log.info("job %s: already claimed for this slot, skipping", name)
                 return SKIPPED

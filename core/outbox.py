@@ -21,6 +21,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from core.maintenance import maintenance_active
 from core.models import OutboxMessage
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,11 @@ class OutboxTask(Task):  # type: ignore[misc]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         message_id = kwargs.pop(OUTBOX_KWARG, None)
+        if maintenance_active():
+            # A restore is replaying erasures: leave the row unfinished, so the relay sends it
+            # again once the system is open (the database is the source of truth).
+            log.warning("task %s: maintenance flag set, left for the outbox relay", self.name)
+            return None
         result = super().__call__(*args, **kwargs)
         if message_id:
             outbox_complete(message_id=message_id)

@@ -5,6 +5,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from core.maintenance import maintenance_active
 from core.models import Heartbeat
 
 
@@ -24,4 +25,6 @@ def healthz(request: HttpRequest) -> JsonResponse:
             ok = False
     beat = Heartbeat.objects.filter(source="worker").values_list("at", flat=True).first() if ok else None
     checks["worker_heartbeat"] = beat.isoformat() if beat else None
+    # Answered even during maintenance (the only page that is): monitoring sees why users get 503.
+    checks["maintenance"] = maintenance_active()
     return JsonResponse({"status": "ok" if ok else "fail", "checks": checks}, status=200 if ok else 503)

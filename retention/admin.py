@@ -14,7 +14,7 @@ from core.admin import ReadOnlyAdmin
 from core.audit import Actor
 from core.datamap import Category
 from retention import services
-from retention.models import Erasure, LegalHold, Tombstone
+from retention.models import Backup, Erasure, LegalHold, Tombstone
 
 
 class LegalHoldForm(forms.ModelForm):  # type: ignore[type-arg]
@@ -91,3 +91,13 @@ class ErasureAdmin(ReadOnlyAdmin):
 class TombstoneAdmin(ReadOnlyAdmin):
     list_display = ["__str__", "subject_id_ref", "erased_at"]
     exclude = ["identifier_hashes", "roots"]
+
+
+@admin.register(Backup)
+class BackupAdmin(ReadOnlyAdmin):
+    """The backup catalogue: taken, verified and rotated by `python manage.py backup` and the
+    nightly job; restored only from the command line (`python manage.py restore`)."""
+
+    list_display = ["__str__", "database", "taken_at", "size", "status", "verified_at", "expires_at"]
+    list_filter = ["status", "database"]
+    search_fields = ["=id", "=set_id"]

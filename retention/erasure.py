@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -38,6 +38,7 @@ from core.audit import Actor, audit_log
 from core.datamap import Erase
 from core.outbox import outbox_enqueue
 from retention.models import Erasure, ErasureStep, LegalHold, Tombstone
+from retention.selectors import backups_clear_by, backups_in_use
 
 log = logging.getLogger(__name__)
 
@@ -351,9 +352,13 @@ def erasure_seal(*, erasure: Erasure) -> Erasure:
     return erasure
 
 
-def backups_roll_over_by(when: Any) -> Any:
-    """The date by which every backup taken before `when` has been rotated out."""
-    return (when + timedelta(days=settings.QUANYI_BACKUP_RETENTION_DAYS)).date()
+def backups_roll_over_by(when: datetime) -> date:
+    """The date by which every backup taken before `when` has been rotated out: the last
+    expiry among the catalogued backups taken before it (today when none holds the data any
+    more), or, while no backup has been catalogued, QUANYI_BACKUP_RETENTION_DAYS after `when`."""
+    if backups_in_use():
+        return backups_clear_by(when) or timezone.localdate(when)
+    return timezone.localdate(when + timedelta(days=settings.QUANYI_BACKUP_RETENTION_DAYS))
 
 
 def report_build(erasure: Erasure) -> dict[str, Any]:

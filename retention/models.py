@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import uuid
 from typing import ClassVar
 
 from django.conf import settings
@@ -153,3 +154,45 @@ class Tombstone(models.Model):
 
     def __str__(self) -> str:
         return f"tombstone {self.pk}"
+
+
+class Backup(models.Model):
+    """One encrypted backup file of one database, in the catalogue.
+
+    The databases backed up together (Quanyi's main database and the product's) share a
+    `set_id` and a `taken_at`: the moment read before the first dump started. Every erasure
+    sealed after it may be missing from the files, so a restore replays those tombstones; and
+    an erased person's data is in every backup taken before the erasure until it expires.
+    The key store is never in a backup (see README, "Backups and restore").
+    """
+
+    class Status(models.TextChoices):
+        TAKEN = "taken", _("taken")
+        VERIFIED = "verified", _("verified")
+        EXPIRED = "expired", _("expired: being deleted")
+        DELETED = "deleted", _("deleted")
+        FAILED = "failed", _("failed")
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    set_id = models.UUIDField(_("backup set"), db_index=True)
+    database = models.CharField(_("database"), max_length=40, help_text=_("the settings.DATABASES alias"))
+    engine = models.CharField(_("engine"), max_length=16)
+    taken_at = models.DateTimeField(_("taken at"), db_index=True, help_text=_("before the dump started"))
+    path = models.CharField(_("file"), max_length=500, blank=True)
+    size = models.PositiveBigIntegerField(_("size (bytes)"), default=0)
+    sha256 = models.CharField(_("SHA-256 of the file"), max_length=64, blank=True)
+    plaintext_sha256 = models.CharField(_("SHA-256 of the dump"), max_length=64, blank=True)
+    key_id = models.CharField(_("backup key id"), max_length=16, blank=True)
+    expires_at = models.DateTimeField(_("expires at"), db_index=True)
+    status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.TAKEN)
+    verified_at = models.DateTimeField(_("verified at"), null=True, blank=True)
+    deleted_at = models.DateTimeField(_("deleted at"), null=True, blank=True)
+    detail = models.TextField(_("detail"), blank=True, help_text=_("why it failed"))
+
+    class Meta:
+        verbose_name = _("backup")
+        verbose_name_plural = _("backups")
+        ordering = ["-taken_at", "database"]
+
+    def __str__(self) -> str:
+        return f"backup {self.database} {self.taken_at:%Y-%m-%d %H:%M} ({self.status})"

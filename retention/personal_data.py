@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from core.datamap import Category as C
 from core.datamap import Erase, Export, PersonalField, register
-from retention.models import Erasure, ErasureStep, LegalHold, Tombstone
+from retention.models import Backup, Erasure, ErasureStep, LegalHold, Tombstone
 
 register(
     LegalHold,
@@ -77,4 +77,27 @@ register(
         "roots": PersonalField(C.INTERACTION, export=Export.OMIT, erase=Erase.KEEP, note="product row keys"),
     },
     not_personal=["id", "erasure", "subject_id_ref", "key_id", "erased_at"],
+)
+# The catalogue describes files, not people (the files themselves are encrypted, and each
+# subject's values in them under the subject's own key).
+register(
+    Backup,
+    subject="",
+    not_personal=[
+        "id",
+        "set_id",
+        "database",
+        "engine",
+        "taken_at",
+        "path",
+        "size",
+        "sha256",
+        "plaintext_sha256",
+        "key_id",
+        "expires_at",
+        "status",
+        "verified_at",
+        "deleted_at",
+        "detail",
+    ],
 )

@@ -6,7 +6,7 @@ from celery import shared_task
 
 from core.jobs import singleton_job
 from core.outbox import OutboxTask
-from retention import erasure
+from retention import backups, erasure
 
 
 # Long erasures outlive the default time limit; the lease lets another worker take over a
@@ -20,3 +20,10 @@ def run_erasure(erasure_id: int) -> str:
 @singleton_job("erasures-resume", every=timedelta(seconds=60))
 def erasures_resume() -> int:
     return erasure.erasures_resume()
+
+
+# pg_dump of a large database outlives the default time limit.
+@shared_task(name="retention.tasks.backup_nightly", time_limit=4 * 3600, soft_time_limit=4 * 3600 - 60)
+@singleton_job("backup-nightly", every=timedelta(hours=24))
+def backup_nightly() -> str:
+    return backups.backup_nightly()

@@ -220,7 +220,10 @@ def celery_worker(
 ) -> Iterator[Worker]:
     """A real Celery worker process on the configured broker, using the test databases."""
     folder = tmp_path_factory.mktemp("celery")
-    worker = Worker(folder / "worker.log", folder / "mail")
+    # The nightly backup job runs on it too (test_celery): its files stay in the test's folder.
+    worker = Worker(
+        folder / "worker.log", folder / "mail", env={"QUANYI_BACKUP_DIR": str(folder / "backups")}
+    )
     worker.start()
     yield worker
     worker.stop()

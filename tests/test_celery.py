@@ -22,7 +22,9 @@ def test_celery_is_configured_for_safe_delivery() -> None:
     assert conf.task_reject_on_worker_lost is True
     assert conf.task_time_limit and conf.task_soft_time_limit
     assert conf.task_always_eager is False
-    assert {"heartbeat", "outbox-relay", "verify-audit", "dsar-reminders"} <= set(conf.beat_schedule)
+    assert {"heartbeat", "outbox-relay", "verify-audit", "dsar-reminders", "backup-nightly"} <= set(
+        conf.beat_schedule
+    )
 
 
 @pytest.mark.worker
@@ -79,9 +81,9 @@ def test_every_scheduled_job_is_published_as_beat_does_and_runs_on_the_worker(ce
     wait_for(
         lambda: (
             set(JobState.objects.filter(last_status="ok").values_list("name", flat=True))
-            >= {"outbox-relay", "verify-audit"}
+            >= {"outbox-relay", "verify-audit", "backup-nightly"}
         ),
-        timeout=60,
+        timeout=120,
     )
 
 

@@ -15,6 +15,7 @@ PROD = {
     "QUANYI_MASTER_KEYS": generate_master_key(),
     "QUANYI_BLIND_INDEX_KEY": "blind-index-key-for-the-test-0123456789",
     "QUANYI_RECEIPT_SIGNING_KEY": generate_master_key(),
+    "QUANYI_BACKUP_KEY": generate_master_key(),
     "ALLOWED_HOSTS": "privacy.example.cn",
     "DATABASE_URL": "sqlite:////tmp/quanyi-settings-test.sqlite3",
     "KEYSTORE_DATABASE_URL": "sqlite:////tmp/quanyi-settings-test-keys.sqlite3",
@@ -50,7 +51,14 @@ def test_check_deploy_is_clean_under_production_settings() -> None:
 
 
 @pytest.mark.parametrize(
-    "missing", ["SECRET_KEY", "QUANYI_MASTER_KEYS", "QUANYI_BLIND_INDEX_KEY", "QUANYI_RECEIPT_SIGNING_KEY"]
+    "missing",
+    [
+        "SECRET_KEY",
+        "QUANYI_MASTER_KEYS",
+        "QUANYI_BLIND_INDEX_KEY",
+        "QUANYI_RECEIPT_SIGNING_KEY",
+        "QUANYI_BACKUP_KEY",
+    ],
 )
 def test_a_missing_secret_stops_start_up_naming_the_variable(missing: str) -> None:
     env = {k: v for k, v in PROD.items() if k != missing}
