@@ -255,7 +255,10 @@ def cancellation_start(*, cancellation_id: int, now: datetime | None = None) -> 
             # run out. The engine still reads the legal holds again before it confirms.
             erasure = request_erasure_confirm(request=request, actor=SYSTEM, user=cancellation.user)
         except ValidationError as exc:
-            _blocked(cancellation, erasure, " ".join(exc.messages), now)
+            # The note is for staff: the reason in their language, like the rest of the note.
+            with translation.override(settings.LANGUAGE_CODE):
+                reason = " ".join(str(m) for m in exc.messages)
+            _blocked(cancellation, erasure, reason, now)
             return "blocked"
         audit_log(actor=SYSTEM, action="cancellation.started", obj=request, data={"erasure": erasure.pk})
         return "started"

@@ -30,6 +30,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from accounts.models import DataSubject
 from accounts.services import subject_erase, subject_identifiers
@@ -210,9 +211,10 @@ def erasure_confirm(*, erasure: Erasure, actor: Actor, confirmed_by: Any = None)
         h for h in holds_active(erasure.subject) if h.subject_id == erasure.subject_id and not h.category
     ]
     if blocking:
+        # Lazy, so whoever reads the message reads it in their own language.
         raise ValidationError(
-            _("A legal hold (%(ids)s) keeps this person's data; release it before erasing.")
-            % {"ids": ", ".join(f"#{h.pk}" for h in blocking)}
+            gettext_lazy("A legal hold (%(ids)s) keeps this person's data; release it before erasing."),
+            params={"ids": ", ".join(f"#{h.pk}" for h in blocking)},
         )
     held_now = {h.category for h in holds_active(erasure.subject) if h.category}
     held_in_plan = {c for item in erasure.plan.get("items", []) for c in item.get("held", [])}

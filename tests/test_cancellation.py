@@ -11,11 +11,13 @@ from zoneinfo import ZoneInfo
 import pytest
 import time_machine
 from allauth.account.adapter import get_adapter
+from django.conf import settings
 from django.core import mail
 from django.db import connections
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone, translation
+from django.utils.translation import gettext
 
 from accounts.models import DataSubject, User
 from accounts.roles import AGENT, DPO
@@ -33,7 +35,7 @@ from dsar.models import (
     VerificationMethod,
 )
 from dsar.workdays import workday_index
-from retention.models import Erasure, HoldGround
+from retention.models import Erasure, HoldGround, LegalHold
 from retention.services import hold_place
 from tests import factories
 from tests.conftest import ALL
@@ -483,7 +485,12 @@ def test_a_legal_hold_leaves_it_to_staff_and_the_subject_can_still_undo(product:
     assert plan.status == Erasure.Status.PLANNED and plan.plan["blocked"] is True
     note = RequestMessage.objects.get(request=request)
     assert note.kind == RequestMessage.Kind.INTERNAL and note.author is None
-    assert "legal hold" in (note.body or "") and "refuse the request" in (note.body or "")
+    hold = LegalHold.objects.get()
+    with translation.override(settings.LANGUAGE_CODE):  # the staff note's language, throughout
+        expected_reason = str(
+            gettext("A legal hold (%(ids)s) keeps this person's data; release it before erasing.")
+        )
+    assert expected_reason % {"ids": f"#{hold.pk}"} in (note.body or "")
     assert AuditEntry.objects.filter(action="cancellation.blocked", object_id=str(request.pk)).count() == 1
     assert _product_counts(user.email) == before and not crypto.subject_key_is_destroyed(subject.key_id)
     # Staff are told, and see it in the admin.

@@ -5,6 +5,7 @@ where they live (Quanyi's profile or the product's database) and only that row."
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any, cast
 
 import pytest
@@ -13,6 +14,7 @@ from django.core.exceptions import ValidationError
 from django.db import connections
 from django.test import Client
 from django.urls import reverse
+from django.utils import translation
 
 from accounts.models import DataSubject, User
 from accounts.roles import AGENT, AUDITOR, DPO
@@ -46,6 +48,13 @@ WANG = sample_product.Person(
 )
 NEW_PHONE = "13900139000"
 LIST = "/api/v1/requests/"
+
+
+@pytest.fixture(autouse=True)
+def _english_messages() -> Iterator[None]:
+    """Service messages are asserted in English; pages pick their language per request."""
+    with translation.override("en"):
+        yield
 
 
 # --- Helpers -------------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import json
 import os
 import tracemalloc
 import zipfile
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -22,7 +23,7 @@ from django.core.management import CommandError, call_command
 from django.db import connections
 from django.test import Client
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from accounts.models import DataSubject, User
 from accounts.roles import AGENT, AUDITOR, DPO
@@ -67,6 +68,13 @@ WANG = sample_product.Person(
     native_place="上海市黄浦区",
 )
 SCHEMA = json.loads(package.SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(autouse=True)
+def _english_messages() -> Iterator[None]:
+    """Service messages are asserted in English; pages pick their language per request."""
+    with translation.override("en"):
+        yield
 
 
 @pytest.fixture(autouse=True)
