@@ -323,6 +323,10 @@ CELERY_BEAT_SCHEDULE = {
     # Every minute: send recipient notices whose (next) attempt is due, and re-queue ones a
     # worker lost. Retries back off 1, 2, 4 ... minutes up to 6 hours, until a 2xx.
     "recipient-notices": {"task": "core.tasks.recipient_notices_sweep", "schedule": 60.0},
+    # Every minute: notice campaigns (material policy changes, security incidents) whose
+    # batches stopped — a lost message, a killed worker whose lease ran out — are queued again.
+    # Rows a dead worker may have sent are marked interrupted, never resent automatically.
+    "notice-campaigns": {"task": "consent.tasks.campaigns_resume", "schedule": 60.0},
     # Nightly: verify the audit hash chain end to end.
     "verify-audit": {"task": "core.tasks.verify_audit_chain", "schedule": 24 * 3600.0},
 }
@@ -338,6 +342,14 @@ QUANYI_ERASURE_CHECKPOINT_SECONDS = env.float("QUANYI_ERASURE_CHECKPOINT_SECONDS
 # Until the backup catalogue knows better: backups are kept this many days, so an erased
 # person's data has left every backup this long after the erasure.
 QUANYI_BACKUP_RETENTION_DAYS = env.int("QUANYI_BACKUP_RETENTION_DAYS", default=30)
+
+# --- Notice campaigns ---------------------------------------------------------------------
+# E-mails per batch (one claim, then one commit per e-mail), people chosen per transaction
+# when a campaign starts, and how long a batch's claim on its campaign lasts. A batch stops
+# taking new e-mails after half the lease, so a live batch never outlives it.
+QUANYI_CAMPAIGN_BATCH = env.int("QUANYI_CAMPAIGN_BATCH", default=100)
+QUANYI_CAMPAIGN_TARGET_BATCH = env.int("QUANYI_CAMPAIGN_TARGET_BATCH", default=1000)
+QUANYI_CAMPAIGN_LEASE_SECONDS = env.int("QUANYI_CAMPAIGN_LEASE_SECONDS", default=300)
 
 # --- Security --------------------------------------------------------------------------
 SECURE_CONTENT_TYPE_NOSNIFF = True
