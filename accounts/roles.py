@@ -21,6 +21,10 @@ _READ = [
     "consent.view_policyversion",
     "consent.view_guardianconsent",
     "consent.view_policyresponse",
+    "consent.view_noticecampaign",
+    "consent.view_noticedelivery",
+    "consent.view_securityincident",
+    "consent.view_incidentsubject",
     "retention.view_erasure",
     "retention.view_legalhold",
     "retention.view_tombstone",
@@ -56,6 +60,12 @@ ROLES: dict[str, list[str]] = {
         "consent.change_purpose",
         "consent.add_policyversion",
         "consent.change_policyversion",
+        # Security incidents: record, add affected people, notify, announce, close.
+        "consent.add_securityincident",
+        "consent.change_securityincident",
+        # Cancel a notice campaign; resend interrupted or failed e-mails (a deliberate choice:
+        # an interrupted one may have arrived).
+        "consent.manage_noticecampaign",
         "consent.view_apikey",
         "consent.add_apikey",
         "consent.change_apikey",

@@ -344,6 +344,10 @@ CELERY_BEAT_SCHEDULE = {
     "recipient-notices": {"task": "core.tasks.recipient_notices_sweep", "schedule": 60.0},
     # Hourly: delete access packages whose download window (QUANYI_EXPORT_TTL_DAYS) has passed.
     "dsar-expire-exports": {"task": "dsar.tasks.expire_exports", "schedule": 3600.0},
+    # Every minute: notice campaigns (material policy changes, security incidents) whose
+    # batches stopped — a lost message, a killed worker whose lease ran out — are queued again.
+    # Rows a dead worker may have sent are marked interrupted, never resent automatically.
+    "notice-campaigns": {"task": "consent.tasks.campaigns_resume", "schedule": 60.0},
     # Nightly: verify the audit hash chain end to end.
     "verify-audit": {"task": "core.tasks.verify_audit_chain", "schedule": 24 * 3600.0},
     # Nightly at 02:30 (CELERY_TIMEZONE): an encrypted backup of the main and product databases
@@ -389,6 +393,14 @@ QUANYI_MAINTENANCE_FILE = Path(env.str("QUANYI_MAINTENANCE_FILE", default=str(VA
 QUANYI_CANCELLATION_COOLING_OFF_DAYS = env.int("QUANYI_CANCELLATION_COOLING_OFF_DAYS", default=7)
 if not 0 <= QUANYI_CANCELLATION_COOLING_OFF_DAYS <= 14:
     raise ImproperlyConfigured("QUANYI_CANCELLATION_COOLING_OFF_DAYS must be between 0 and 14 (days).")
+
+# --- Notice campaigns ---------------------------------------------------------------------
+# E-mails per batch (one claim, then one commit per e-mail), people chosen per transaction
+# when a campaign starts, and how long a batch's claim on its campaign lasts. A batch stops
+# taking new e-mails after half the lease, so a live batch never outlives it.
+QUANYI_CAMPAIGN_BATCH = env.int("QUANYI_CAMPAIGN_BATCH", default=100)
+QUANYI_CAMPAIGN_TARGET_BATCH = env.int("QUANYI_CAMPAIGN_TARGET_BATCH", default=1000)
+QUANYI_CAMPAIGN_LEASE_SECONDS = env.int("QUANYI_CAMPAIGN_LEASE_SECONDS", default=300)
 
 # --- Security --------------------------------------------------------------------------
 SECURE_CONTENT_TYPE_NOSNIFF = True

@@ -3,9 +3,11 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.core.validators import validate_email
 from django.utils.translation import gettext_lazy as _
 
-from consent.models import ConsentEvent, GuardianConsent, LegalBasis, Purpose
+from consent.incidents import subjects_by_email
+from consent.models import ConsentEvent, GuardianConsent, LegalBasis, Purpose, SecurityIncident
 from core.datamap import Category
 
 
@@ -109,3 +111,68 @@ class GuardianConsentAddForm(forms.ModelForm):  # type: ignore[type-arg]
             "verification",
             "guardian_user",
         ]
+
+
+class SecurityIncidentAdminForm(forms.ModelForm):  # type: ignore[type-arg]
+    """The DPO's form. Affected people are added by pasting their e-mail addresses; an address
+    that matches nobody is an error, so nothing is half-added."""
+
+    categories = forms.MultipleChoiceField(
+        label=_("categories of personal information affected"),
+        choices=Category.choices,
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+    )
+    add_emails = forms.CharField(
+        label=_("add affected people by e-mail"),
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text=_(
+            "One address per line (or separated by commas or spaces): the profile or account "
+            "e-mail of each affected person."
+        ),
+    )
+    MAX_EMAILS = 5000
+
+    class Meta:
+        model = SecurityIncident
+        fields = [
+            "title_zh",
+            "title_en",
+            "what_happened_zh",
+            "what_happened_en",
+            "occurred_at",
+            "discovered_at",
+            "categories",
+            "impact_zh",
+            "impact_en",
+            "measures_zh",
+            "measures_en",
+            "advice_zh",
+            "advice_en",
+            "remedies_zh",
+            "remedies_en",
+            "contact",
+            "reported_to_regulator_at",
+            "regulator",
+        ]
+
+    def clean_add_emails(self) -> list[Any]:
+        raw = (self.cleaned_data.get("add_emails") or "").replace(",", " ").replace(";", " ").split()
+        if len(raw) > self.MAX_EMAILS:
+            raise forms.ValidationError(_("At most %(n)d addresses at a time.") % {"n": self.MAX_EMAILS})
+        bad = []
+        for email in raw:
+            try:
+                validate_email(email)
+            except forms.ValidationError:
+                bad.append(email)
+        if bad:
+            raise forms.ValidationError(_("Not e-mail addresses: %(list)s.") % {"list": ", ".join(bad[:20])})
+        subjects, missing = subjects_by_email(raw)
+        if missing:
+            raise forms.ValidationError(
+                _("Nobody has these addresses: %(list)s. Remove them and save again.")
+                % {"list": ", ".join(missing[:20])}
+            )
+        return subjects

@@ -4,10 +4,12 @@ import uuid
 from typing import Any, NoReturn
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import DataSubject
+from core.datamap import Category
 from core.fields import BlindIndexField, EncryptedTextField
 
 
@@ -265,3 +267,240 @@ class ApiKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+
+# --- Notices to individuals: material policy changes and security incidents ------------------------
+
+
+class SecurityIncident(models.Model):
+    """A personal-information security incident and what individuals are told about it
+    (seed 004 §4(7), PIPL Art. 57): what happened, the information concerned, the possible
+    impact, the measures taken, advice to individuals, remedies and a contact. Texts are in
+    Chinese and English, like the privacy policy, so each person reads their own language. A
+    draft may be incomplete while the incident is investigated; notices need every part
+    (consent.incidents)."""
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", _("draft")
+        NOTIFIED = "notified", _("notified")
+        CLOSED = "closed", _("closed")
+
+    title_zh = models.CharField(_("title (Chinese)"), max_length=200)
+    title_en = models.CharField(_("title (English)"), max_length=200, blank=True)
+    what_happened_zh = models.TextField(_("what happened (Chinese)"), blank=True)
+    what_happened_en = models.TextField(_("what happened (English)"), blank=True)
+    occurred_at = models.DateTimeField(_("occurred at"))
+    discovered_at = models.DateTimeField(_("discovered at"))
+    categories = models.JSONField(_("categories of personal information affected"), default=list, blank=True)
+    impact_zh = models.TextField(_("possible impact (Chinese)"), blank=True)
+    impact_en = models.TextField(_("possible impact (English)"), blank=True)
+    measures_zh = models.TextField(_("measures taken or to be taken (Chinese)"), blank=True)
+    measures_en = models.TextField(_("measures taken or to be taken (English)"), blank=True)
+    advice_zh = models.TextField(_("advice to individuals (Chinese)"), blank=True)
+    advice_en = models.TextField(_("advice to individuals (English)"), blank=True)
+    remedies_zh = models.TextField(_("remedies (Chinese)"), blank=True)
+    remedies_en = models.TextField(_("remedies (English)"), blank=True)
+    contact = models.CharField(
+        _("contact"),
+        max_length=300,
+        blank=True,
+        help_text=_("How affected people reach us: e-mail address, phone number (shown as written)."),
+    )
+    reported_to_regulator_at = models.DateTimeField(_("reported to the regulator at"), null=True, blank=True)
+    regulator = models.CharField(_("regulator"), max_length=200, blank=True)
+    status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.DRAFT)
+    announced_at = models.DateTimeField(
+        _("public announcement since"),
+        null=True,
+        blank=True,
+        help_text=_("Published on the public incidents page, for when telling each person is impracticable."),
+    )
+    notified_at = models.DateTimeField(_("individual notices started at"), null=True, blank=True)
+    closed_at = models.DateTimeField(_("closed at"), null=True, blank=True)
+    subjects: models.ManyToManyField[DataSubject, IncidentSubject] = models.ManyToManyField(
+        DataSubject,
+        through="IncidentSubject",
+        related_name="security_incidents",
+        verbose_name=_("affected people"),
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-discovered_at", "-id"]
+        verbose_name = _("security incident")
+        verbose_name_plural = _("security incidents")
+
+    def __str__(self) -> str:
+        return f"INC-{self.pk:04d}" if self.pk else "INC-new"
+
+    def localised(self, field: str, language: str) -> str:
+        return str(getattr(self, f"{field}_{'zh' if language.startswith('zh') else 'en'}"))
+
+    def clean(self) -> None:
+        errors: dict[str, Any] = {}
+        categories = self.categories
+        if not isinstance(categories, list) or not all(isinstance(c, str) for c in categories):
+            errors["categories"] = _("Give a list of category codes.")
+        elif unknown := sorted(set(categories) - set(Category.values)):
+            errors["categories"] = _("Unknown categories: %(codes)s.") % {"codes": ", ".join(unknown)}
+        if self.occurred_at and self.discovered_at and self.discovered_at < self.occurred_at:
+            errors["discovered_at"] = _("An incident cannot be discovered before it happened.")
+        if self.reported_to_regulator_at:
+            if self.discovered_at and self.reported_to_regulator_at < self.discovered_at:
+                errors["reported_to_regulator_at"] = _("It cannot be reported before it was discovered.")
+            if not self.regulator.strip():
+                errors["regulator"] = _("Name the regulator it was reported to.")
+        elif self.regulator.strip():
+            errors["reported_to_regulator_at"] = _("Say when it was reported to the regulator.")
+        if errors:
+            raise ValidationError(errors)
+
+
+class IncidentSubject(models.Model):
+    """A person affected by a security incident."""
+
+    incident = models.ForeignKey(SecurityIncident, on_delete=models.PROTECT, related_name="affected")
+    subject = models.ForeignKey(DataSubject, on_delete=models.PROTECT, related_name="+")
+    added_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    added_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["incident", "subject"], name="consent_incident_subject_once")
+        ]
+        verbose_name = _("affected person")
+        verbose_name_plural = _("affected people")
+
+    def __str__(self) -> str:
+        return f"{self.incident_id}/{self.subject_id}"
+
+
+class NoticeCampaign(models.Model):
+    """One e-mail notice to many people, sent in batches (see consent.campaigns). The totals
+    are kept with each delivery's change of status, in the same transaction."""
+
+    class Kind(models.TextChoices):
+        POLICY_CHANGE = "policy_change", _("material privacy policy change")
+        SECURITY_INCIDENT = "security_incident", _("security incident")
+
+    class Status(models.TextChoices):
+        DRAFT = "draft", _("draft")
+        QUEUED = "queued", _("queued: choosing the people to tell")
+        SENDING = "sending", _("sending")
+        DONE = "done", _("done")
+        CANCELLED = "cancelled", _("cancelled")
+
+    kind = models.CharField(_("kind"), max_length=20, choices=Kind.choices)
+    policy = models.ForeignKey(
+        PolicyVersion,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="campaigns",
+        verbose_name=_("policy version"),
+    )
+    incident = models.ForeignKey(
+        SecurityIncident,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="campaigns",
+        verbose_name=_("security incident"),
+    )
+    status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.DRAFT)
+    targeted = models.PositiveIntegerField(_("targeted"), default=0)
+    sent = models.PositiveIntegerField(_("sent"), default=0)
+    failed = models.PositiveIntegerField(_("failed"), default=0)
+    interrupted = models.PositiveIntegerField(_("interrupted"), default=0)
+    # Targets are chosen in subject-id order; this is how far that has got.
+    targets_after = models.BigIntegerField(default=0, editable=False)
+    # Whoever holds an unexpired lease runs the campaign's next step; the token hands it over
+    # from one batch to the next.
+    lease_until = models.DateTimeField(null=True, blank=True, editable=False)
+    lease_token = models.UUIDField(null=True, blank=True, editable=False)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(_("created at"), auto_now_add=True)
+    started_at = models.DateTimeField(_("started at"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = _("notice campaign")
+        verbose_name_plural = _("notice campaigns")
+        permissions = [("manage_noticecampaign", _("Can cancel campaigns and resend interrupted notices"))]
+        constraints = [
+            models.CheckConstraint(
+                condition=(
+                    models.Q(kind="policy_change", policy__isnull=False, incident__isnull=True)
+                    | models.Q(kind="security_incident", incident__isnull=False, policy__isnull=True)
+                ),
+                name="consent_campaign_about_one_thing",
+            ),
+            models.UniqueConstraint(
+                fields=["policy"],
+                condition=models.Q(policy__isnull=False),
+                name="consent_campaign_one_per_policy",
+            ),
+            models.UniqueConstraint(
+                fields=["incident"],
+                condition=models.Q(incident__isnull=False),
+                name="consent_campaign_one_per_incident",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        about = f"v{self.policy.version}" if self.policy_id and self.policy else str(self.incident or "")
+        return f"{self.get_kind_display()} {about}".strip()
+
+    @property
+    def processed(self) -> int:
+        return self.sent + self.failed + self.interrupted
+
+    @property
+    def percent(self) -> int:
+        """How much of the campaign is through, sent or not (0–100)."""
+        if not self.targeted:
+            return 100 if self.status == self.Status.DONE else 0
+        return min(100, self.processed * 100 // self.targeted)
+
+
+class NoticeDelivery(models.Model):
+    """One person's e-mail of a campaign. Written once per (campaign, subject); moved from
+    pending to sending by a claim and to sent, failed or interrupted after (consent.campaigns)."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("pending")
+        SENDING = "sending", _("sending")
+        SENT = "sent", _("sent")
+        FAILED = "failed", _("failed")
+        INTERRUPTED = "interrupted", _("interrupted: may or may not have been sent")
+
+    campaign = models.ForeignKey(NoticeCampaign, on_delete=models.PROTECT, related_name="deliveries")
+    subject = models.ForeignKey(DataSubject, on_delete=models.PROTECT, related_name="+")
+    status = models.CharField(_("status"), max_length=12, choices=Status.choices, default=Status.PENDING)
+    claimed_at = models.DateTimeField(_("claimed at"), null=True, blank=True)
+    # Set, and committed, just before the e-mail is handed to the mail server: a claimed row
+    # without it was certainly never sent.
+    attempted_at = models.DateTimeField(_("attempted at"), null=True, blank=True)
+    sent_at = models.DateTimeField(_("sent at"), null=True, blank=True)
+    attempts = models.PositiveSmallIntegerField(_("attempts"), default=0)
+    last_error = models.CharField(_("last error"), max_length=200, blank=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "subject"], name="consent_delivery_once_per_person")
+        ]
+        indexes = [models.Index(fields=["campaign", "status", "id"], name="consent_delivery_queue")]
+        verbose_name = _("notice delivery")
+        verbose_name_plural = _("notice deliveries")
+
+    def __str__(self) -> str:
+        return f"{self.campaign_id}/{self.subject_id} {self.status}"

@@ -5,9 +5,13 @@ from consent.models import (
     ConsentEvent,
     ConsentState,
     GuardianConsent,
+    IncidentSubject,
+    NoticeCampaign,
+    NoticeDelivery,
     PolicyResponse,
     PolicyVersion,
     Purpose,
+    SecurityIncident,
 )
 from core.datamap import Category as C
 from core.datamap import Erase, Export, PersonalField, register
@@ -111,4 +115,84 @@ register(
     subject="subject",
     fields={"evidence_ip": PersonalField(C.DEVICE, erase=Erase.NULL, note="truncated to /24 or /48")},
     not_personal=["id", "subject", "policy_version", "decision", "at"],
+)
+
+# Notices: which person was told what and when. The e-mail address is looked up when sending and
+# never stored here; `last_error` holds the kind of failure and an SMTP code, never the server's
+# text (which may quote the address).
+register(
+    NoticeCampaign,
+    subject="",
+    not_personal=[
+        "id",
+        "kind",
+        "policy",
+        "incident",
+        "status",
+        "targeted",
+        "sent",
+        "failed",
+        "interrupted",
+        "targets_after",
+        "lease_until",
+        "lease_token",
+        "created_by",
+        "created_at",
+        "started_at",
+        "finished_at",
+    ],
+)
+register(
+    NoticeDelivery,
+    subject="subject",
+    not_personal=[
+        "id",
+        "campaign",
+        "subject",
+        "status",
+        "claimed_at",
+        "attempted_at",
+        "sent_at",
+        "attempts",
+        "last_error",
+    ],
+)
+# An incident's texts describe the incident, not a person (the DPO writes them for the public
+# page too); who was affected is IncidentSubject.
+register(
+    SecurityIncident,
+    subject="",
+    not_personal=[
+        "id",
+        "title_zh",
+        "title_en",
+        "what_happened_zh",
+        "what_happened_en",
+        "occurred_at",
+        "discovered_at",
+        "categories",
+        "impact_zh",
+        "impact_en",
+        "measures_zh",
+        "measures_en",
+        "advice_zh",
+        "advice_en",
+        "remedies_zh",
+        "remedies_en",
+        "contact",
+        "reported_to_regulator_at",
+        "regulator",
+        "status",
+        "announced_at",
+        "notified_at",
+        "closed_at",
+        "created_by",
+        "created_at",
+        "updated_at",
+    ],
+)
+register(
+    IncidentSubject,
+    subject="subject",
+    not_personal=["id", "incident", "subject", "added_by", "added_at"],
 )

@@ -12,16 +12,23 @@ import ipaddress
 from dataclasses import dataclass
 from datetime import date, datetime
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
+from django.core.mail import EmailMessage
 from django.db import transaction
-from django.utils import timezone
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from accounts.models import DataSubject, User
+from consent.campaigns import campaign_create, delivery_address
 from consent.models import (
+    ChangeKind,
     ConsentEvent,
     ConsentState,
     GuardianConsent,
+    NoticeCampaign,
     PolicyResponse,
     PolicyVersion,
     Purpose,
@@ -233,6 +240,38 @@ def policy_respond(
     return response
 
 
+@transaction.atomic
+def policy_publish(*, policy: PolicyVersion, actor: Actor, user: User | None = None) -> PolicyVersion:
+    """Publish a version now. A material one (seed 000 §8, seed 004 §6) also starts the e-mail
+    campaign to every active subject (consent.campaigns) besides the notice in the portal; it
+    needs its kind of change and a summary in both languages, which the e-mail carries.
+    Publishing a published version changes nothing."""
+    locked = PolicyVersion.objects.select_for_update().get(pk=policy.pk)
+    if locked.published_at is not None:
+        return locked
+    if locked.material:
+        errors = {}
+        if locked.change_kind not in ChangeKind.values:
+            errors["change_kind"] = _("Say which kind of material change this is (seed 000 §8).")
+        for field in ("summary_zh", "summary_en"):
+            if not getattr(locked, field).strip():
+                errors[field] = _("A material change needs a summary: it is what the notice e-mail says.")
+        if errors:
+            raise ValidationError(errors)
+    now = timezone.now()
+    PolicyVersion.objects.filter(pk=locked.pk, published_at__isnull=True).update(published_at=now)
+    locked.published_at = now
+    audit_log(
+        actor=actor,
+        action="consent.policy_published",
+        obj=locked,
+        data={"version": locked.version, "material": locked.material},
+    )
+    if locked.material:
+        campaign_create(kind=NoticeCampaign.Kind.POLICY_CHANGE, policy=locked, actor=actor, user=user)
+    return locked
+
+
 UNSUBSCRIBE_SALT = "quanyi.consent.unsubscribe"
 
 
@@ -273,6 +312,35 @@ def marketing_unsubscribe(*, subject: DataSubject, ip: str = "", user_agent: str
         )
         for state in granted
     ]
+
+
+def marketing_send(*, subject: DataSubject, purpose: Purpose, title: str, body: str) -> bool:
+    """Send one marketing e-mail, only with consent to `purpose` now, with the one-click
+    unsubscribe link in the text and in the List-Unsubscribe headers (RFC 2369, RFC 8058).
+    Returns whether it was sent. Service notices (policy changes, incidents) do not use this:
+    they are not marketing and need no marketing consent."""
+    if not purpose.marketing or not purpose.active:
+        raise ValidationError({"purpose": _("Only an active marketing purpose sends marketing e-mails.")})
+    if not may_process(subject=subject, purpose=purpose).allowed:
+        return False
+    address = delivery_address(subject)
+    if not address:
+        return False
+    url = settings.SITE_URL.rstrip("/") + reverse("consent:unsubscribe", args=[unsubscribe_token(subject)])
+    language = subject.language or settings.LANGUAGE_CODE
+    with translation.override(language):
+        footer = render_to_string(
+            "consent/email/marketing_footer.txt",
+            {"purpose": purpose.localised("name", language), "unsubscribe_url": url},
+        )
+    message = EmailMessage(
+        title,
+        body.rstrip() + "\n" + footer,
+        settings.DEFAULT_FROM_EMAIL,
+        [address],
+        headers={"List-Unsubscribe": f"<{url}>", "List-Unsubscribe-Post": "List-Unsubscribe=One-Click"},
+    )
+    return message.send() == 1
 
 
 @dataclass(frozen=True)

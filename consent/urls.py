@@ -14,4 +14,6 @@ urlpatterns = [
     path("policy/respond/", views.policy_respond, name="policy_respond"),
     path("policy/history/", views.policy_history, name="policy_history"),
     path("policy/diff/", views.policy_diff, name="policy_diff"),
+    path("incidents/", views.incidents, name="incidents"),
+    path("incidents/<int:pk>/", views.incident, name="incident"),
 ]

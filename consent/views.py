@@ -33,8 +33,17 @@ from django.views.decorators.http import require_GET, require_http_methods
 from accounts.models import DataSubject, User
 from accounts.services import subject_for_user
 from consent import receipts, services
+from consent.campaigns import category_labels
 from consent.forms import ConsentChoiceForm, PolicyDiffForm
-from consent.models import ChangeKind, ConsentEvent, ConsentState, LegalBasis, PolicyVersion, Purpose
+from consent.models import (
+    ChangeKind,
+    ConsentEvent,
+    ConsentState,
+    LegalBasis,
+    PolicyVersion,
+    Purpose,
+    SecurityIncident,
+)
 from consent.services import consent_record, current_policy
 from core.audit import Actor
 from core.datamap import Category
@@ -399,3 +408,45 @@ def policy_respond(request: HttpRequest) -> HttpResponse:
         )
         return redirect("consent:mine")
     return _render(request, "consent/policy_declined.html", {"policy": policy})
+
+
+# --- Security incident announcements (public) ---------------------------------------------------
+
+
+def _announced() -> Any:
+    # Only what the DPO published: a draft, or an incident told only person by person, is not here.
+    return SecurityIncident.objects.filter(announced_at__isnull=False)
+
+
+@require_GET
+def incidents(request: HttpRequest) -> HttpResponse:
+    language = _language()
+    rows = [
+        {"incident": i, "title": i.localised("title", language)}
+        for i in _announced().order_by("-announced_at", "-id")
+    ]
+    return _render(request, "consent/incidents.html", {"rows": rows})
+
+
+@require_GET
+def incident(request: HttpRequest, pk: int) -> HttpResponse:
+    """The announcement for when telling each person is impracticable (seed 004 §4(7)): the
+    same parts as the e-mail, and nothing about any person."""
+    found = _announced().filter(pk=pk).first()
+    if found is None:
+        raise Http404
+    language = _language()
+    context = {
+        "incident": found,
+        "title": found.localised("title", language),
+        "parts": [
+            ("what-happened", _("What happened"), found.localised("what_happened", language)),
+            ("categories", _("Personal information concerned"), ", ".join(category_labels(found.categories))),
+            ("impact", _("Possible impact"), found.localised("impact", language)),
+            ("measures", _("What we have done and will do"), found.localised("measures", language)),
+            ("advice", _("What you can do to protect yourself"), found.localised("advice", language)),
+            ("remedies", _("Remedies for you"), found.localised("remedies", language)),
+            ("contact", _("How to contact us"), found.contact),
+        ],
+    }
+    return _render(request, "consent/incident.html", context)
