@@ -277,7 +277,7 @@ def test_the_web_answers_503_while_the_maintenance_flag_is_set(client: Client, b
     maintenance_on(reason="restore")
     try:
         page = client.get("/")
-        api = client.get("/api/v1/requests/")
+        api = client.get("/api/v1/requests/", headers={"Accept-Language": "en"})
         admin = client.get("/admin/")
         health = client.get("/healthz")
         job = tasks.erasures_resume.run()

@@ -23,7 +23,7 @@ from django.core.mail.backends import locmem
 from django.db import OperationalError
 from django.test import Client
 from django.urls import reverse
-from django.utils import timezone
+from django.utils import timezone, translation
 
 from accounts.models import DataSubject, User
 from accounts.roles import AGENT, AUDITOR, DPO
@@ -697,7 +697,7 @@ def test_a_draft_may_be_incomplete_but_its_notice_needs_every_part_and_people(cl
 
     with pytest.raises(ValidationError, match="advice_en, remedies_zh, categories"):
         incidents.incident_notify(incident=draft, actor=SYSTEM)
-    with pytest.raises(ValidationError, match="Add the affected people"):
+    with translation.override("en"), pytest.raises(ValidationError, match="Add the affected people"):
         incidents.incident_notify(incident=nobody, actor=SYSTEM)
     with pytest.raises(ValidationError, match="advice_en"):
         incidents.incident_announce(incident=draft, actor=SYSTEM)

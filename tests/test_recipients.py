@@ -467,6 +467,7 @@ def test_a_real_worker_delivers_the_notice_after_the_notifying_transaction_commi
 
 
 def login(client: Client, role: str) -> User | None:
+    client.defaults["HTTP_ACCEPT_LANGUAGE"] = "en"  # the messages below are asserted in English
     if role == "anonymous":
         return None
     user = factories.UserFactory() if role == "subject" else factories.staff(role)
