@@ -7,6 +7,7 @@ insecure value in production.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +146,14 @@ DATABASES = {
     # data-map files in QUANYI_SOURCES_DIR, with parameterised SQL only. Never migrated here.
     "product": _db("PRODUCT_DATABASE_URL", f"sqlite:///{VAR_DIR / 'product.sqlite3'}"),
 }
+# More product databases, each a data-map file's "database": QUANYI_SOURCE_DATABASES=crm,billing
+# reads CRM_DATABASE_URL and BILLING_DATABASE_URL. A new source is configuration, not code.
+for _alias in env.list("QUANYI_SOURCE_DATABASES", default=[]):
+    if not re.fullmatch(r"[a-z][a-z0-9_]{0,30}", _alias) or _alias in DATABASES:
+        raise ImproperlyConfigured(
+            f"QUANYI_SOURCE_DATABASES: {_alias!r} must be a new lower-case name (letters, digits, _)."
+        )
+    DATABASES[_alias] = _db(f"{_alias.upper()}_DATABASE_URL", f"sqlite:///{VAR_DIR / (_alias + '.sqlite3')}")
 # Data-map files (JSON): one per source of personal data outside Quanyi's own models.
 QUANYI_SOURCES_DIR = Path(env.str("QUANYI_SOURCES_DIR", default=str(BASE_DIR / "config" / "sources")))
 DATABASE_ROUTERS = ["core.routers.KeystoreRouter"]

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -108,3 +110,35 @@ def test_any_command_stops_on_bad_configuration_with_the_variable_named() -> Non
     assert result.returncode == 2
     assert "SECRET_KEY" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_another_source_database_is_configuration_not_code(tmp_path: Path) -> None:
+    (tmp_path / "crm.json").write_text(
+        json.dumps(
+            {
+                "source": "crm",
+                "database": "crm",
+                "tables": {
+                    "contacts": {
+                        "identity": {"match": {"email": "email"}},
+                        "columns": {"email": {"category": "contact", "erase": "hash"}},
+                    }
+                },
+            }
+        ),
+        encoding="utf-8",
+    )
+    env = {
+        "DEBUG": "true",
+        "QUANYI_VAR_DIR": str(tmp_path / "var"),
+        "QUANYI_SOURCE_DATABASES": "crm",
+        "CRM_DATABASE_URL": f"sqlite:///{tmp_path / 'crm.sqlite3'}",
+        "QUANYI_SOURCES_DIR": str(tmp_path),
+    }
+    result = _manage("check", **env)
+    assert result.returncode != 0
+    assert "crm.json: table 'contacts' does not exist in database 'crm'" in result.stderr
+
+    bad = _manage("check", **{**env, "QUANYI_SOURCE_DATABASES": "default"})
+    assert bad.returncode == 2
+    assert "QUANYI_SOURCE_DATABASES" in bad.stderr and "Traceback" not in bad.stderr
