@@ -148,7 +148,7 @@ DATABASES = {
 }
 # More product databases, each a data-map file's "database": QUANYI_SOURCE_DATABASES=crm,billing
 # reads CRM_DATABASE_URL and BILLING_DATABASE_URL. A new source is configuration, not code.
-for _alias in env.list("QUANYI_SOURCE_DATABASES", default=[]):
+for _alias in [a.strip() for a in env.list("QUANYI_SOURCE_DATABASES", default=[]) if a.strip()]:
     if not re.fullmatch(r"[a-z][a-z0-9_]{0,30}", _alias) or _alias in DATABASES:
         raise ImproperlyConfigured(
             f"QUANYI_SOURCE_DATABASES: {_alias!r} must be a new lower-case name (letters, digits, _)."
