@@ -67,12 +67,12 @@ def request_erasure_plan(
 
 
 def request_erasure_confirm(
-    *, request: DataSubjectRequest, actor: Actor, user: User | None = None
+    *, request: DataSubjectRequest, actor: Actor, user: User | None = None, enqueue: bool = True
 ) -> Erasure:
     erasure = erasure_of(request)
     if erasure is None:
         raise ValidationError(_("There is no erasure plan to confirm yet."))
-    return engine.erasure_confirm(erasure=erasure, actor=actor, confirmed_by=user)
+    return engine.erasure_confirm(erasure=erasure, actor=actor, confirmed_by=user, enqueue=enqueue)
 
 
 def request_erasure_replan(*, request: DataSubjectRequest, actor: Actor) -> Erasure:

@@ -201,8 +201,12 @@ def erasure_replan(*, erasure: Erasure, actor: Actor) -> Erasure:
 
 
 @transaction.atomic
-def erasure_confirm(*, erasure: Erasure, actor: Actor, confirmed_by: Any = None) -> Erasure:
-    """Confirm a plan and queue its execution. Refused while a hold blocks it."""
+def erasure_confirm(
+    *, erasure: Erasure, actor: Actor, confirmed_by: Any = None, enqueue: bool = True
+) -> Erasure:
+    """Confirm a plan and queue its execution. Refused while a hold blocks it. `enqueue=False`
+    when the caller runs it at once itself (a staff command); if that caller dies, the
+    erasures-resume sweep queues it like any confirmed erasure nobody is running."""
     if erasure.status != Erasure.Status.PLANNED:
         if erasure.status in (Erasure.Status.CONFIRMED, Erasure.Status.RUNNING, Erasure.Status.DONE):
             return erasure  # already confirmed: harmless
@@ -229,7 +233,8 @@ def erasure_confirm(*, erasure: Erasure, actor: Actor, confirmed_by: Any = None)
         erasure.refresh_from_db()
         return erasure
     audit_log(actor=actor, action="erasure.confirmed", obj=erasure)
-    outbox_enqueue(erasure.runner, erasure_id=erasure.pk)
+    if enqueue:
+        outbox_enqueue(erasure.runner, erasure_id=erasure.pk)
     erasure.refresh_from_db()
     return erasure
 

@@ -84,6 +84,17 @@ def product(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 @pytest.fixture
+def own_queue() -> Iterator[str]:
+    """Publish to a queue of this test's own: the session's worker never consumes it, so work
+    the test queues runs only where the test runs it (in-process, or a Worker on this queue)."""
+    queue = f"quanyi-own-{uuid.uuid4().hex[:8]}"
+    old = celery_app.conf.task_default_queue, celery_app.conf.task_default_routing_key
+    celery_app.conf.task_default_queue = celery_app.conf.task_default_routing_key = queue
+    yield queue
+    celery_app.conf.task_default_queue, celery_app.conf.task_default_routing_key = old
+
+
+@pytest.fixture
 def receiver() -> Iterator[Receiver]:
     """A real local webhook endpoint (tests.receiver)."""
     r = Receiver()

@@ -462,6 +462,9 @@ def kill_while_sending(worker: Worker, *, tries: int = 200) -> bool:
     for _ in range(tries):
         wait_for(_in_flight, timeout=60, interval=0.001)
         worker.proc.send_signal(signal.SIGSTOP)
+        # SIGSTOP freezes the worker, not its PostgreSQL backend: a COMMIT it sent just before
+        # still completes. Let it land before judging what is in flight.
+        time.sleep(0.3)
         try:
             caught = _in_flight()
         except OperationalError:  # frozen while holding SQLite's write lock: let it go on

@@ -390,7 +390,7 @@ def test_a_recipient_without_webhook_gets_a_manual_task_that_staff_mark_done() -
 
 
 @pytest.mark.django_db(transaction=True, databases=ALL)
-def test_two_workers_claiming_the_same_notice_send_it_once(receiver: Receiver) -> None:
+def test_two_workers_claiming_the_same_notice_send_it_once(receiver: Receiver, own_queue: str) -> None:
     subject = factories.subject()
     holder(make_recipient(url=receiver.url()), subject)
     [notice] = deletion(subject)

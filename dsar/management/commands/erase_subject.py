@@ -79,8 +79,11 @@ class Command(BaseCommand):
             self.stdout.write("Nothing erased yet. Run again with --yes to confirm this plan and erase.")
             return
         try:
+            # Run here, not by a worker: staff watch it finish (a crash leaves it to the resume sweep).
             erasure.request_erasure_confirm(
-                request=services.DataSubjectRequest.objects.get(reference=plan.reference), actor=COMMAND
+                request=services.DataSubjectRequest.objects.get(reference=plan.reference),
+                actor=COMMAND,
+                enqueue=False,
             )
         except ValidationError as exc:
             raise CommandError(" ".join(exc.messages)) from None
