@@ -365,6 +365,10 @@ CELERY_BEAT_SCHEDULE = {
     "backup-nightly": {"task": "retention.tasks.backup_nightly", "schedule": crontab(hour=2, minute=30)},
 }
 QUANYI_OUTBOX_RESEND_AFTER_SECONDS = env.int("QUANYI_OUTBOX_RESEND_AFTER_SECONDS", default=600)
+# `make bench` only: serve a bare JSON view as the baseline of the API throughput benchmarks.
+QUANYI_BENCH_ENDPOINTS = env.bool("QUANYI_BENCH_ENDPOINTS", default=False)
+# Consent checks per API key per minute (0: the built-in 6000).
+QUANYI_CONSENT_CHECK_RATE = env.int("QUANYI_CONSENT_CHECK_RATE", default=0)
 
 # --- Erasure -----------------------------------------------------------------------------
 # Rows per batch (one transaction each) and how long a worker's claim on a running erasure

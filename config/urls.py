@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from allauth.account.decorators import secure_admin_login
+from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
@@ -27,3 +28,5 @@ urlpatterns = [
     path("api/docs/", SpectacularSwaggerSplitView.as_view(url_name="schema"), name="api-docs"),
     path("healthz", core_views.healthz, name="healthz"),
 ]
+if settings.QUANYI_BENCH_ENDPOINTS:  # benchmarks only: the baseline view `make bench` compares with
+    urlpatterns.append(path("__bench__/json/", core_views.bench_bare_json))

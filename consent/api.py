@@ -19,6 +19,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Final, cast
 
+from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
@@ -308,7 +309,8 @@ class ConsentCheckThrottle(BaseThrottle):
         key = request.auth
         if not isinstance(key, ApiKey):
             return True
-        return not rate_limited("consent-check", key.prefix, limit=CHECK_LIMIT, window=CHECK_WINDOW)
+        limit = settings.QUANYI_CONSENT_CHECK_RATE or CHECK_LIMIT
+        return not rate_limited("consent-check", key.prefix, limit=limit, window=CHECK_WINDOW)
 
     def wait(self) -> float:
         return float(CHECK_WINDOW)
@@ -506,7 +508,9 @@ class ConsentCheck(_ConsentCheckBase):
         reference, code = query.validated_data["subject"], query.validated_data["purpose"]
         at = query.validated_data.get("at")
         pk = _subject_pk(reference)
-        subject = DataSubject.objects.filter(pk=pk).first() if pk else None
+        # The answer needs the subject's id and (for the under-14 rule) birth date only: load
+        # and decrypt nothing else on this hot path.
+        subject = DataSubject.objects.only("id", "key_id", "birth_date").filter(pk=pk).first() if pk else None
         if subject is None:
             body = {"detail": _("No data subject has this reference."), "reason": UNKNOWN_SUBJECT}
             return Response(body, status=status.HTTP_404_NOT_FOUND)

@@ -94,8 +94,11 @@ def api_key_authenticate(*, presented: str) -> ApiKey | None:
 
 
 def api_key_touch(*, key: ApiKey) -> None:
-    """Record use, at most once a minute per key: one conditional UPDATE, not a write per call."""
+    """Record use, at most once a minute per key: one conditional UPDATE, not a write per call.
+    The key was just read, so a recent `last_used_at` skips the statement altogether."""
     now = timezone.now()
+    if key.last_used_at is not None and key.last_used_at > now - TOUCH_INTERVAL:
+        return
     stale = Q(last_used_at__isnull=True) | Q(last_used_at__lte=now - TOUCH_INTERVAL)
     if ApiKey.objects.filter(stale, pk=key.pk).update(last_used_at=now) == 1:
         key.last_used_at = now

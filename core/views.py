@@ -28,3 +28,11 @@ def healthz(request: HttpRequest) -> JsonResponse:
     # Answered even during maintenance (the only page that is): monitoring sees why users get 503.
     checks["maintenance"] = maintenance_active()
     return JsonResponse({"status": "ok" if ok else "fail", "checks": checks}, status=200 if ok else 503)
+
+
+@require_GET
+def bench_bare_json(request: HttpRequest) -> JsonResponse:
+    """A bare Django JSON view: the baseline `make bench` measures API endpoints against,
+    served by the same process with the same middleware. Routed only when
+    QUANYI_BENCH_ENDPOINTS is on (never in production)."""
+    return JsonResponse({"allowed": True})

@@ -597,7 +597,7 @@ def test_bad_bulk_bodies_answer_400(body: str) -> None:
 
 
 def test_checks_are_rate_limited_per_key(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(api, "CHECK_LIMIT", 3)
+    monkeypatch.setattr(api, "CHECK_LIMIT", 3)  # QUANYI_CONSENT_CHECK_RATE unset: the built-in limit
     reference = _subject_of(_subject_user()).reference
     query = {"subject": reference, "purpose": MARKETING}
     busy, quiet = _service(), _service()
