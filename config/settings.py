@@ -341,6 +341,10 @@ CELERY_BEAT_SCHEDULE = {
     "dsar-expire-exports": {"task": "dsar.tasks.expire_exports", "schedule": 3600.0},
     # Nightly: verify the audit hash chain end to end.
     "verify-audit": {"task": "core.tasks.verify_audit_chain", "schedule": 24 * 3600.0},
+    # Daily: apply the retention rules (delete, anonymise or restrict what is past its period,
+    # legal holds excepted), list children's data without guardian consent, and tell the DPO
+    # group about legal holds past their review date (each hold at most once a day).
+    "retention-sweep": {"task": "retention.tasks.retention_sweep", "schedule": 24 * 3600.0},
 }
 QUANYI_OUTBOX_RESEND_AFTER_SECONDS = env.int("QUANYI_OUTBOX_RESEND_AFTER_SECONDS", default=600)
 
@@ -354,6 +358,12 @@ QUANYI_ERASURE_CHECKPOINT_SECONDS = env.float("QUANYI_ERASURE_CHECKPOINT_SECONDS
 # Until the backup catalogue knows better: backups are kept this many days, so an erased
 # person's data has left every backup this long after the erasure.
 QUANYI_BACKUP_RETENTION_DAYS = env.int("QUANYI_BACKUP_RETENTION_DAYS", default=30)
+
+# --- Retention sweep ---------------------------------------------------------------------
+# Rows per batch (one transaction each), and how long a sweep's claim on one (rule, table)
+# lasts without progress before another sweep may take the unit over and resume it.
+QUANYI_RETENTION_BATCH = env.int("QUANYI_RETENTION_BATCH", default=5000)
+QUANYI_RETENTION_LEASE_SECONDS = env.int("QUANYI_RETENTION_LEASE_SECONDS", default=300)
 
 # --- Account cancellation ----------------------------------------------------------------
 # Days between the subject confirming a cancellation and the erasure starting; signing in or

@@ -6,7 +6,7 @@ from celery import shared_task
 
 from core.jobs import singleton_job
 from core.outbox import OutboxTask
-from retention import erasure
+from retention import erasure, services
 
 
 # Long erasures outlive the default time limit; the lease lets another worker take over a
@@ -20,3 +20,15 @@ def run_erasure(erasure_id: int) -> str:
 @singleton_job("erasures-resume", every=timedelta(seconds=60))
 def erasures_resume() -> int:
     return erasure.erasures_resume()
+
+
+# A long first sweep (years of rows) outlives the default limit; units are resumable, so a
+# run stopped by the limit is continued by the next day's.
+@shared_task(name="retention.tasks.retention_sweep", time_limit=4 * 3600, soft_time_limit=4 * 3600 - 60)
+@singleton_job("retention-sweep", every=timedelta(hours=24))
+def retention_sweep() -> str:
+    run = services.retention_sweep()
+    overdue = services.holds_review_alert()
+    rows = sum(int(u["rows"]) for u in run.counts.get("units", {}).values())
+    found = run.counts.get("children", {}).get("found", 0)
+    return f"sweep {run.pk}: {rows} rows; {found} new child finding(s); {overdue} hold(s) overdue for review"
