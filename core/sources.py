@@ -22,6 +22,7 @@ import hmac
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -739,13 +740,20 @@ def _aged_where(
     src, table = spec.source, spec.table
     assert table.timestamp  # noqa: S101 - aged_erase returns an empty spec without one
     ts, pk = _q(src, table.timestamp), _q(src, table.pk)
-    clauses, params = [f"{ts} < %s"], [before]
+    # Each row-value bound comes with its timestamp alone as well, and the upper bound of a
+    # batch replaces `before` (it is older): SQLite bounds an index range by one scalar
+    # comparison per side, and would otherwise read up to `before` for every batch.
+    clauses: list[str] = []
+    params: list[Any] = []
     if after is not None:
-        clauses.append(f"({ts}, {pk}) > (%s, %s)")
-        params += list(after)
-    if upto is not None:
-        clauses.append(f"({ts}, {pk}) <= (%s, %s)")
-        params += list(upto)
+        clauses.append(f"{ts} >= %s AND ({ts}, {pk}) > (%s, %s)")
+        params += [after[0], *after]
+    if upto is None:
+        clauses.append(f"{ts} < %s")
+        params.append(before)
+    else:
+        clauses.append(f"{ts} <= %s AND ({ts}, {pk}) <= (%s, %s)")
+        params += [upto[0], *upto]
     still = _aged_pending(spec) if pending else ""
     if still:
         clauses.append(f"({still})")
@@ -798,6 +806,16 @@ def aged_count(
         return int(cursor.fetchone()[0])
 
 
+def aged_any(spec: AgedErase, *, before: Any, exclude: SubjectRows | None = None) -> bool:
+    """Whether any row older than `before` still needs the operation."""
+    if spec.empty:
+        return False
+    where, params = _aged_where(spec, before=before, exclude=exclude)
+    with connections[spec.source.database].cursor() as cursor:
+        cursor.execute(f"SELECT 1 FROM {_q(spec.source, spec.table.name)} WHERE {where} LIMIT 1", params)
+        return cursor.fetchone() is not None
+
+
 @dataclass(frozen=True)
 class AgedBatch:
     rows: int  # rows changed
@@ -812,18 +830,22 @@ def aged_batch(
     limit: int = 5000,
     exclude: SubjectRows | None = None,
 ) -> AgedBatch:
-    """Apply `spec` to the next `limit` due rows after `after` (rows whose timestamp is older
-    than `before`, in (timestamp, pk) order, leaving out the rows of `exclude`), in one
-    transaction. The batch is the key range up to its last row: one index probe finds that
-    row, one statement changes the range."""
+    """Apply `spec` to the rows, among the next `limit` rows older than `before` after
+    `after` in (timestamp, pk) order, that still need it, leaving out the rows of `exclude`;
+    in one transaction. The batch is the key range up to its last row: one probe of the index
+    alone finds that row (a row's values are read only by the statement that changes the
+    range), one statement changes the range."""
     if spec.empty:
         return AgedBatch(0, None)
     src, table = spec.source, spec.table
     assert table.timestamp  # noqa: S101 - an empty spec has returned above
     alias, name = src.database, _q(src, table.name)
     ts, pk = _q(src, table.timestamp), _q(src, table.pk)
-    with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
-        where, params = _aged_where(spec, before=before, after=after, exclude=exclude)
+    # One statement changes the batch, and one statement is atomic on its own; only hashing
+    # (a read, then one update per row) needs a transaction around it.
+    atomic = transaction.atomic(using=alias) if spec.hashes else nullcontext()
+    with atomic, connections[alias].cursor() as cursor:
+        where, params = _aged_where(spec, before=before, after=after, pending=False)
         offset = max(int(limit), 1) - 1
         cursor.execute(
             f"SELECT {ts}, {pk} FROM {name} WHERE {where} ORDER BY {ts}, {pk} LIMIT 1 OFFSET {offset}", params
