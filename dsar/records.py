@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.db.models import Exists, OuterRef, Q, QuerySet
-from django.utils.translation import gettext_lazy as _
+from django.utils.translation import gettext_noop
 
 from core.datamap import Category
 from dsar.models import CorrectionItem, DataSubjectRequest, RequestMessage, VerificationDocument
@@ -91,7 +91,9 @@ def register() -> None:
             subject="subject_id",
             pending=requests_pending,
             apply=requests_redact,
-            note=_("type, dates, decisions and refusal grounds stay; text and contact details are removed"),
+            note=gettext_noop(
+                "type, dates, decisions and refusal grounds stay; text and contact details are removed"
+            ),
         )
     )
     record_kind_register(
@@ -104,6 +106,6 @@ def register() -> None:
             subject="request__subject_id",
             pending=documents_pending,
             apply=documents_delete,
-            note=_("deleted with their content"),
+            note=gettext_noop("deleted with their content"),
         )
     )

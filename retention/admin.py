@@ -9,6 +9,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from core.admin import ReadOnlyAdmin
@@ -158,7 +159,13 @@ class SweepRunAdmin(ReadOnlyAdmin):
             "",
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             (
-                (label, u.get("action", ""), u.get("rows", 0), u.get("status", ""), u.get("note", ""))
+                (
+                    label,
+                    u.get("action", ""),
+                    u.get("rows", 0),
+                    u.get("status", ""),
+                    gettext(u.get("note") or ""),
+                )
                 for label, u in obj.counts.get("units", {}).items()
             ),
         )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from django.db.models import QuerySet
-from django.utils.translation import gettext_lazy as _
+from django.utils.translation import gettext_noop
 
 from core.datamap import Category
 from retention.models import Action, Scope, Trigger
@@ -31,7 +31,7 @@ class RecordKind:
     subject: str  # ORM path of the subject's id (legal holds)
     pending: Callable[[], QuerySet[Any]]
     apply: Callable[[Sequence[Any], str], int]  # (primary keys, action) -> records changed
-    note: Any = ""  # shown with the unit in reports
+    note: str = ""  # shown with the unit in reports (translated when shown: gettext_noop)
 
 
 _kinds: dict[str, RecordKind] = {}
@@ -99,7 +99,9 @@ def register_own() -> None:
             subject="subject_id",
             pending=_consent_pending,
             apply=_consent_apply,
-            note=_("the decisions stay as evidence; the network, device and free-text reason are removed"),
+            note=gettext_noop(
+                "the decisions stay as evidence; the network, device and free-text reason are removed"
+            ),
         )
     )
     record_kind_register(
@@ -112,6 +114,8 @@ def register_own() -> None:
             subject="",
             pending=_audit_pending,
             apply=_audit_apply,
-            note=_("never deleted; entries hold ids and codes only, so there is nothing to redact"),
+            note=gettext_noop(
+                "never deleted; entries hold ids and codes only, so there is nothing to redact"
+            ),
         )
     )

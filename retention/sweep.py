@@ -30,6 +30,7 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
+from django.utils.translation import gettext_noop
 
 from accounts.models import DataSubject
 from accounts.services import subject_identifiers
@@ -127,7 +128,7 @@ def units_build(rules: list[RetentionRule], holds: Holds) -> list[Unit]:
             if kind is None:
                 unit.skip = "nothing_to_do"
             else:
-                unit.note = str(kind.note)
+                unit.note = kind.note
             if rule.category in holds.categories:
                 unit.skip = "held"
             units.append(unit)
@@ -141,13 +142,16 @@ def units_build(rules: list[RetentionRule], holds: Holds) -> list[Unit]:
                 )
                 unit = Unit(rule, source.code, table.name, spec=spec)
                 if table.timestamp is None:
-                    unit.skip, unit.note = "nothing_to_do", "the data map gives this table no timestamp"
+                    unit.skip, unit.note = (
+                        "nothing_to_do",
+                        gettext_noop("the data map gives this table no timestamp"),
+                    )
                 elif spec.empty:
                     unit.skip = "nothing_to_do"
                     unit.note = (
-                        "the table has no restrict column"
+                        gettext_noop("the table has no restrict column")
                         if rule.action == Action.RESTRICT
-                        else "the data map keeps these columns"
+                        else gettext_noop("the data map keeps these columns")
                     )
                 elif unit.categories & holds.categories:
                     unit.skip = "held"
@@ -215,7 +219,7 @@ def _record(cursor: SweepCursor, run: SweepRun, unit: Unit, last: Any, rows: int
                 mine.update(position=_dump(last), pass_rows=F("pass_rows") + rows, lease_until=now + _lease())
             )
         done = mine.update(position=None, pass_rows=0, finished_at=now, lease_until=None, run=None)
-        if done:
+        if done and total:
             audit_log(
                 actor=SYSTEM,
                 action="retention.swept",
@@ -269,6 +273,19 @@ def unit_count(unit: Unit, *, now: datetime, holds: Holds, earlier: Sequence[Uni
     return int(_own_queryset(unit, cutoff, holds).count())
 
 
+def _idle(unit: Unit, *, cutoff: datetime, holds: Holds) -> bool:
+    """Nothing due and no pass to finish: then the unit needs no claim (this is a read; a
+    sweep that finds work a moment later claims it as usual)."""
+    resuming = SweepCursor.objects.filter(
+        rule=unit.rule, source=unit.source, table=unit.table, position__isnull=False
+    ).exists()
+    if resuming:
+        return False
+    if unit.spec is not None:
+        return not sources.aged_any(unit.spec, before=cutoff, exclude=_exclude(unit, holds))
+    return not _own_queryset(unit, cutoff, holds).exists()
+
+
 def unit_run(
     unit: Unit,
     run: SweepRun,
@@ -282,10 +299,12 @@ def unit_run(
     """Work the unit to its end; `tally["rows"]` counts the rows this run changed, batch by
     batch (so a run that fails still reports what it did). Returns the status: done, busy
     (another sweep has it) or lost (its lease ran out and another sweep took it over)."""
+    cutoff = _cutoff(unit, now)
+    if _idle(unit, cutoff=cutoff, holds=holds):
+        return "done"
     cursor = _claim(unit, run)
     if cursor is None:
         return "busy"
-    cutoff = _cutoff(unit, now)
     position = _load(cursor.position)
     base = cursor.pass_rows
     try:
@@ -328,6 +347,24 @@ def unit_run(
     except BaseException:
         _release(cursor, run)
         raise
+
+
+def _stamped_already(unit: Unit, done: Sequence[Unit], *, now: datetime, holds: Holds) -> bool:
+    """A unit that only stamps rows restricted has nothing left to do when a unit finished in
+    this run stamped every row of the same table at least as old (orders: the rule on payment
+    status after the one on orders and delivery) and no hold left rows out of either. Saves
+    reading those rows once more; a row written since is stamped by the next sweep."""
+    spec = unit.spec
+    if spec is None or not spec.restrict or spec.changes_values or _exclude(unit, holds) is not None:
+        return False
+    return any(
+        other.spec is not None
+        and other.spec.restrict
+        and (other.source, other.table) == (unit.source, unit.table)
+        and _cutoff(other, now) >= _cutoff(unit, now)
+        and _exclude(other, holds) is None
+        for other in done
+    )
 
 
 # --- The sweep ------------------------------------------------------------------------------
@@ -375,6 +412,14 @@ def sweep(
                 if progress:
                     progress(1, f"{unit.label}: would {unit.rule.action} {entry['rows']} rows")
                 continue
+            if _stamped_already(unit, worked, now=now, holds=holds):
+                entry["status"] = "done"
+                entry["note"] = gettext_noop(
+                    "restricted already by an earlier rule on this table in this sweep"
+                )
+                if progress:
+                    progress(1, f"{unit.label}: {unit.rule.action} 0 rows (restricted already)")
+                continue
             entry["status"] = "running"
             try:
                 entry["status"] = unit_run(
@@ -385,6 +430,8 @@ def sweep(
                 raise
             finally:
                 SweepRun.objects.filter(pk=run.pk).update(counts=counts)
+            if entry["status"] == "done":
+                worked.append(unit)
             if progress:
                 progress(1, f"{unit.label}: {unit.rule.action} {entry['rows']} rows ({entry['status']})")
         if children is not None:
