@@ -27,8 +27,8 @@ def erasures_resume() -> int:
 @shared_task(name="retention.tasks.retention_sweep", time_limit=4 * 3600, soft_time_limit=4 * 3600 - 60)
 @singleton_job("retention-sweep", every=timedelta(hours=24))
 def retention_sweep() -> str:
+    overdue = services.holds_review_alert()  # first: a sweep that fails must not silence it
     run = services.retention_sweep()
-    overdue = services.holds_review_alert()
     rows = sum(int(u["rows"]) for u in run.counts.get("units", {}).values())
     found = run.counts.get("children", {}).get("found", 0)
     return f"sweep {run.pk}: {rows} rows; {found} new child finding(s); {overdue} hold(s) overdue for review"
