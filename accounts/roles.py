@@ -28,6 +28,9 @@ _READ = [
     "retention.view_erasure",
     "retention.view_legalhold",
     "retention.view_tombstone",
+    "retention.view_retentionrule",
+    "retention.view_sweeprun",
+    "retention.view_childdatafinding",
     "core.view_recipient",
     "core.view_disclosure",
     "core.view_recipientnotice",
@@ -40,6 +43,8 @@ _WORK = [
     "retention.confirm_erasure",
     # Mark manual recipient notices done (with a note) and retry failing ones.
     "core.handle_recipientnotice",
+    # Close a finding of a child's data without guardian consent once it is dealt with.
+    "retention.change_childdatafinding",
 ]
 
 ROLES: dict[str, list[str]] = {
@@ -54,6 +59,8 @@ ROLES: dict[str, list[str]] = {
         "dsar.reassign_request",
         "retention.add_legalhold",
         "retention.change_legalhold",
+        "retention.add_retentionrule",
+        "retention.change_retentionrule",
         "core.add_recipient",
         "core.change_recipient",
         "consent.add_purpose",

@@ -363,6 +363,10 @@ CELERY_BEAT_SCHEDULE = {
     # (never the key store), verified by reading it back; then backups older than
     # QUANYI_BACKUP_RETENTION_DAYS are deleted, which is when an erased person leaves the last one.
     "backup-nightly": {"task": "retention.tasks.backup_nightly", "schedule": crontab(hour=2, minute=30)},
+    # Daily: apply the retention rules (delete, anonymise or restrict what is past its period,
+    # legal holds excepted), list children's data without guardian consent, and tell the DPO
+    # group about legal holds past their review date (each hold at most once a day).
+    "retention-sweep": {"task": "retention.tasks.retention_sweep", "schedule": 24 * 3600.0},
 }
 QUANYI_OUTBOX_RESEND_AFTER_SECONDS = env.int("QUANYI_OUTBOX_RESEND_AFTER_SECONDS", default=600)
 # `make bench` only: serve a bare JSON view as the baseline of the API throughput benchmarks.
@@ -396,6 +400,12 @@ QUANYI_BACKUP_DIR = Path(env.str("QUANYI_BACKUP_DIR", default=str(VAR_DIR / "bac
 # database row: it must survive the restore that replaces the databases. With several web
 # machines it must be on storage they share.
 QUANYI_MAINTENANCE_FILE = Path(env.str("QUANYI_MAINTENANCE_FILE", default=str(VAR_DIR / "maintenance")))
+
+# --- Retention sweep ---------------------------------------------------------------------
+# Rows per batch (one transaction each), and how long a sweep's claim on one (rule, table)
+# lasts without progress before another sweep may take the unit over and resume it.
+QUANYI_RETENTION_BATCH = env.int("QUANYI_RETENTION_BATCH", default=5000)
+QUANYI_RETENTION_LEASE_SECONDS = env.int("QUANYI_RETENTION_LEASE_SECONDS", default=300)
 
 # --- Account cancellation ----------------------------------------------------------------
 # Days between the subject confirming a cancellation and the erasure starting; signing in or

@@ -15,7 +15,7 @@ from datetime import date, datetime
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import EmailMessage
-from django.db import transaction
+from django.db import models, transaction
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone, translation
@@ -82,6 +82,19 @@ def guardian_consent_active(subject: DataSubject, at: datetime | None = None) ->
         .order_by("-recorded_at")
         .first()
     )
+
+
+def consent_evidence_redact(*, event_ids: list[int]) -> int:
+    """Remove how consent events were given (the network, the device, a free-text reason) and
+    keep what was decided, when, under which policy version: the one change the append-only
+    ledger allows, made by the retention sweep once the person has been gone for the rule's
+    period. Runs in the caller's transaction (with its audit entry); returns events changed."""
+    events = ConsentEvent.objects.filter(pk__in=event_ids).exclude(
+        evidence_ip="", evidence_user_agent="", reason=""
+    )
+    # The ledger's manager refuses update() so that nothing rewrites a decision; this write
+    # is the deliberate exception and touches only the evidence columns.
+    return models.QuerySet.update(events, evidence_ip="", evidence_user_agent="", reason="")
 
 
 @transaction.atomic

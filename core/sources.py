@@ -22,6 +22,7 @@ import hmac
 import json
 import re
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -79,6 +80,9 @@ class Table:
     columns: Mapping[str, Column]
     not_personal: frozenset[str]
     restrict_column: str | None
+    # The column that starts the retention clock of a row (when it was collected, or its last
+    # activity): retention sweeps walk the table through an index on (timestamp, pk).
+    timestamp: str | None = None
 
     @property
     def deletes_rows(self) -> bool:
@@ -245,6 +249,14 @@ def source_map_parse(data: Any, *, path: Path) -> SourceMap:
         restrict = t.get("restrict_column")
         if restrict is not None:
             _name(restrict, f"{where}.restrict_column")
+        timestamp = t.get("timestamp")
+        if timestamp is not None:
+            _name(timestamp, f"{where}.timestamp")
+            if timestamp in (pk, restrict):
+                raise SourceMapError(
+                    f"{where}.timestamp: {timestamp!r} must be the column that dates the row, "
+                    f"not its key or its restriction stamp"
+                )
         overlap = set(columns) & not_personal
         if overlap:
             raise SourceMapError(f"{where}: {sorted(overlap)} are both mapped and listed as not personal")
@@ -260,6 +272,7 @@ def source_map_parse(data: Any, *, path: Path) -> SourceMap:
             columns=columns,
             not_personal=not_personal,
             restrict_column=restrict,
+            timestamp=timestamp,
         )
     return SourceMap(
         code=code,
@@ -331,6 +344,8 @@ def schema_problems(source: SourceMap) -> tuple[list[str], list[str]]:
                 named.add(table.parent_column)
             if table.restrict_column:
                 named.add(table.restrict_column)
+            if table.timestamp:
+                named.add(table.timestamp)
             for missing in sorted(named - set(described)):
                 errors.append(
                     f"{source.path.name}: column {missing!r} does not exist in table {table.name!r} "
@@ -342,6 +357,17 @@ def schema_problems(source: SourceMap) -> tuple[list[str], list[str]]:
                     errors.append(
                         f"{source.path.name}: {table.name}.{mapped.name} is NOT NULL, so it cannot be "
                         f"erased by 'null' (use 'mask', 'hash' or 'delete')"
+                    )
+            if table.timestamp and table.timestamp in described:
+                indexed = any(
+                    c.get("index") and (c.get("columns") or [None])[0] == table.timestamp
+                    for c in connection.introspection.get_constraints(cursor, table.name).values()
+                )
+                if not indexed:
+                    warnings.append(
+                        f"{source.path.name}: no index on {table.name} starts with its timestamp "
+                        f"{table.timestamp!r}, so retention sweeps read the whole table: "
+                        f"CREATE INDEX ... ON {table.name} ({table.timestamp}, {table.pk})"
                     )
             unmapped = set(described) - named
             for other in sorted(unmapped):
@@ -608,3 +634,262 @@ def column_update(rows: SubjectRows, table: Table, column: str, value: Any, *, p
             f"UPDATE {_q(src, table.name)} SET {_q(src, column)} = %s WHERE {where}", [value, *params]
         )
         return int(cursor.rowcount)
+
+
+# --- Retention: rows past their period ----------------------------------------------------
+# A retention sweep walks a table by age, not by subject: through an index on (timestamp,
+# pk), in keyset batches, each a range of that key applied in one transaction. Every
+# operation only touches rows that still need it (a row already deleted, nulled, masked,
+# hashed or restricted no longer matches), so repeating a batch after a crash changes
+# nothing more and counts nothing twice; a dry run counts exactly the rows a run would touch.
+
+
+@dataclass(frozen=True)
+class AgedErase:
+    """What a retention rule does to the rows of one table past their period. Built by
+    `aged_erase` from the map (never from input): column names come from a validated file."""
+
+    source: SourceMap
+    table: Table
+    delete: bool = False
+    nulls: tuple[str, ...] = ()
+    masks: tuple[str, ...] = ()
+    hashes: tuple[str, ...] = ()
+    restrict: bool = False  # stamp restrict_column (PIPL Art. 47: storage and security only)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.delete or self.nulls or self.masks or self.hashes or self.restrict)
+
+    @property
+    def changes_values(self) -> bool:
+        return self.delete or bool(self.nulls or self.masks or self.hashes)
+
+
+def aged_erase(source: SourceMap, table: Table, *, category: str, restrict_only: bool = False) -> AgedErase:
+    """The map's strategies for the columns of `category` in `table`: the row is deleted when
+    the table's rows are deleted; otherwise the category's columns are nulled, masked or
+    hashed, and the row is stamped restricted when one of them is kept on a ground that
+    restricts processing. `restrict_only` changes no value and only stamps the row. Empty
+    when the table holds nothing of the category, or has no timestamp to age its rows by."""
+    columns = [c for c in table.columns.values() if c.category == category]
+    if not columns or table.timestamp is None:
+        return AgedErase(source, table)
+    if restrict_only:
+        return AgedErase(source, table, restrict=bool(table.restrict_column))
+    if table.deletes_rows:
+        return AgedErase(source, table, delete=True)
+    restrict = bool(table.restrict_column) and any(
+        c.erase == Erase.KEEP and c.ground and source.grounds[c.ground].restrict for c in columns
+    )
+    return AgedErase(
+        source,
+        table,
+        nulls=tuple(c.name for c in columns if c.erase == Erase.NULL),
+        masks=tuple(c.name for c in columns if c.erase == Erase.MASK),
+        hashes=tuple(c.name for c in columns if c.erase == Erase.HASH),
+        restrict=restrict,
+    )
+
+
+def _hash_pending(spec: AgedErase) -> str:
+    # '%%': a literal % in a statement that has parameters.
+    return " OR ".join(
+        f"({q} IS NOT NULL AND {q} NOT LIKE '{HASH_PREFIX}%%')"
+        for q in (_q(spec.source, c) for c in spec.hashes)
+    )
+
+
+def _value_pending(spec: AgedErase) -> str:
+    """SQL true for a row with a value the operation would still null, mask or hash."""
+    parts = [f"{_q(spec.source, c)} IS NOT NULL" for c in spec.nulls]
+    parts += [
+        f"({q} IS NOT NULL AND {q} <> substr({q}, 1, 1) || '{MASK}')"
+        for q in (_q(spec.source, c) for c in spec.masks)
+    ]
+    if spec.hashes:
+        parts.append(_hash_pending(spec))
+    return " OR ".join(parts)
+
+
+def _restrict_pending(spec: AgedErase) -> str:
+    if spec.restrict and spec.table.restrict_column:
+        return f"{_q(spec.source, spec.table.restrict_column)} IS NULL"
+    return ""
+
+
+def _aged_pending(spec: AgedErase) -> str:
+    """SQL true for a row the operation would still change (empty: every row, a deletion)."""
+    if spec.delete:
+        return ""
+    return " OR ".join(p for p in (_value_pending(spec), _restrict_pending(spec)) if p)
+
+
+Key = tuple[Any, Any]  # (timestamp, primary key): the sweep's keyset position
+
+
+def _aged_where(
+    spec: AgedErase,
+    *,
+    before: Any,
+    after: Key | None = None,
+    upto: Key | None = None,
+    exclude: SubjectRows | None = None,
+    pending: bool = True,
+) -> tuple[str, list[Any]]:
+    src, table = spec.source, spec.table
+    assert table.timestamp  # noqa: S101 - aged_erase returns an empty spec without one
+    ts, pk = _q(src, table.timestamp), _q(src, table.pk)
+    # Each row-value bound comes with its timestamp alone as well, and the upper bound of a
+    # batch replaces `before` (it is older): SQLite bounds an index range by one scalar
+    # comparison per side, and would otherwise read up to `before` for every batch.
+    clauses: list[str] = []
+    params: list[Any] = []
+    if after is not None:
+        clauses.append(f"{ts} >= %s AND ({ts}, {pk}) > (%s, %s)")
+        params += [after[0], *after]
+    if upto is None:
+        clauses.append(f"{ts} < %s")
+        params.append(before)
+    else:
+        clauses.append(f"{ts} <= %s AND ({ts}, {pk}) <= (%s, %s)")
+        params += [upto[0], *upto]
+    still = _aged_pending(spec) if pending else ""
+    if still:
+        clauses.append(f"({still})")
+    if exclude is not None and not exclude.empty:
+        held, held_params = exclude.where(table)
+        if held_params:  # "1 = 0" (none of the held rows are in this table) needs no clause
+            clauses.append(f"NOT ({held})")
+            params += held_params
+    return " AND ".join(clauses), params
+
+
+Earlier = Sequence[tuple["AgedErase", Any, "SubjectRows | None"]]
+
+
+def aged_count(
+    spec: AgedErase, *, before: Any, exclude: SubjectRows | None = None, earlier: Earlier = ()
+) -> int:
+    """How many rows older than `before` the operation would change (a dry run).
+
+    `earlier` lists (operation, before, exclude) that a run applies first; those on the same
+    table change what is left to do: rows they delete are gone, and rows they stamp
+    restricted need no stamp (categories never share a column, but they share the table's
+    restriction stamp). So the count is exactly what a run applying them in that order does."""
+    if spec.empty:
+        return 0
+    where, params = _aged_where(spec, before=before, exclude=exclude)
+    prior = [
+        (other, b, e)
+        for other, b, e in earlier
+        if not other.empty and (other.source.code, other.table.name) == (spec.source.code, spec.table.name)
+    ]
+    if spec.delete:
+        for other, b, e in prior:
+            if other.delete:
+                done, done_params = _aged_where(other, before=b, exclude=e)
+                where, params = f"{where} AND NOT ({done})", [*params, *done_params]
+    elif spec.restrict and any(other.restrict for other, _b, _e in prior):
+        # Rebuild the condition: the values still to change, or the stamp still missing on a
+        # row no earlier operation stamps.
+        where, params = _aged_where(spec, before=before, exclude=exclude, pending=False)
+        stamp, stamp_params = _restrict_pending(spec), list[Any]()
+        for other, b, e in prior:
+            if other.restrict:
+                done, done_params = _aged_where(other, before=b, exclude=e)
+                stamp, stamp_params = f"{stamp} AND NOT ({done})", [*stamp_params, *done_params]
+        pending = " OR ".join(p for p in (_value_pending(spec), f"({stamp})") if p)
+        where, params = f"{where} AND ({pending})", [*params, *stamp_params]
+    with connections[spec.source.database].cursor() as cursor:
+        cursor.execute(f"SELECT COUNT(*) FROM {_q(spec.source, spec.table.name)} WHERE {where}", params)
+        return int(cursor.fetchone()[0])
+
+
+def aged_any(spec: AgedErase, *, before: Any, exclude: SubjectRows | None = None) -> bool:
+    """Whether any row older than `before` still needs the operation."""
+    if spec.empty:
+        return False
+    where, params = _aged_where(spec, before=before, exclude=exclude)
+    with connections[spec.source.database].cursor() as cursor:
+        cursor.execute(f"SELECT 1 FROM {_q(spec.source, spec.table.name)} WHERE {where} LIMIT 1", params)
+        return cursor.fetchone() is not None
+
+
+@dataclass(frozen=True)
+class AgedBatch:
+    rows: int  # rows changed
+    last: Key | None  # where the next batch starts; None when no due row was left after it
+
+
+def aged_batch(
+    spec: AgedErase,
+    *,
+    before: Any,
+    after: Key | None = None,
+    limit: int = 5000,
+    exclude: SubjectRows | None = None,
+) -> AgedBatch:
+    """Apply `spec` to the rows, among the next `limit` rows older than `before` after
+    `after` in (timestamp, pk) order, that still need it, leaving out the rows of `exclude`;
+    in one transaction. The batch is the key range up to its last row: one probe of the index
+    alone finds that row (a row's values are read only by the statement that changes the
+    range), one statement changes the range."""
+    if spec.empty:
+        return AgedBatch(0, None)
+    src, table = spec.source, spec.table
+    assert table.timestamp  # noqa: S101 - an empty spec has returned above
+    alias, name = src.database, _q(src, table.name)
+    ts, pk = _q(src, table.timestamp), _q(src, table.pk)
+    # One statement changes the batch, and one statement is atomic on its own; only hashing
+    # (a read, then one update per row) needs a transaction around it.
+    atomic = transaction.atomic(using=alias) if spec.hashes else nullcontext()
+    with atomic, connections[alias].cursor() as cursor:
+        where, params = _aged_where(spec, before=before, after=after, pending=False)
+        offset = max(int(limit), 1) - 1
+        cursor.execute(
+            f"SELECT {ts}, {pk} FROM {name} WHERE {where} ORDER BY {ts}, {pk} LIMIT 1 OFFSET {offset}", params
+        )
+        found = cursor.fetchone()
+        upto: Key | None = (found[0], found[1]) if found else None  # None: the rest is one batch
+        where, params = _aged_where(spec, before=before, after=after, upto=upto, exclude=exclude)
+        if spec.delete:
+            cursor.execute(f"DELETE FROM {name} WHERE {where}", params)
+            return AgedBatch(int(cursor.rowcount), upto)
+        sets: list[str] = []
+        set_args: list[Any] = []
+        for column in spec.nulls:
+            sets.append(f"{_q(src, column)} = NULL")
+        for column in spec.masks:
+            q = _q(src, column)
+            # substr(x, 1, 1) || '***' is a fixed point: masking twice changes nothing.
+            sets.append(f"{q} = CASE WHEN {q} IS NULL THEN NULL ELSE substr({q}, 1, 1) || '{MASK}' END")
+        if spec.restrict and table.restrict_column:
+            rc = _q(src, table.restrict_column)
+            sets.append(f"{rc} = COALESCE({rc}, %s)")
+            set_args.append(timezone.now())
+        rows = 0
+        if sets:
+            cursor.execute(f"UPDATE {name} SET {', '.join(sets)} WHERE {where}", [*set_args, *params])
+            rows = int(cursor.rowcount)
+        if spec.hashes:
+            cols = ", ".join(_q(src, c) for c in spec.hashes)
+            cursor.execute(
+                f"SELECT {pk}, {cols} FROM {name} WHERE {where} AND ({_hash_pending(spec)})", params
+            )
+            updates = [
+                [
+                    *(
+                        v if v is None or str(v).startswith(HASH_PREFIX) else erasure_hash(str(v))
+                        for v in values
+                    ),
+                    key,
+                ]
+                for key, *values in cursor.fetchall()
+            ]
+            if updates:
+                assign = ", ".join(f"{_q(src, c)} = %s" for c in spec.hashes)
+                cursor.executemany(f"UPDATE {name} SET {assign} WHERE {pk} = %s", updates)
+            if not sets:
+                rows = len(updates)
+        return AgedBatch(rows, upto)

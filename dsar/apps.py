@@ -15,6 +15,9 @@ class DsarConfig(AppConfig):
 
     def ready(self) -> None:
         checks.register(export_dir_check)
+        from dsar import records
+
+        records.register()  # requests and identity documents under Quanyi's retention rules
 
 
 def export_dir_check(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:

@@ -119,6 +119,18 @@ _INDEXES = [
     ("patients_id_number", "patients", "id_number"),
     *[(f"{t}_patient", t, "patient_id, id") for t in TABLES if t != "patients"],
 ]
+# The column that dates each table's rows (the data map's "timestamp"): retention sweeps walk
+# a table from its oldest rows through an index on (timestamp, id).
+AGE_COLUMNS = {
+    "patients": "created_at",
+    "devices": "first_seen",
+    "locations": "recorded_at",
+    "health_records": "recorded_at",
+    "reports": "reported_at",
+    "orders": "created_at",
+    "messages": "sent_at",
+}
+_INDEXES += [(f"{t}_age", t, f"{column}, id") for t, column in AGE_COLUMNS.items()]
 
 
 def _ddl(vendor: str) -> list[str]:

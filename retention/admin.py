@@ -8,13 +8,15 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils import timezone
+from django.utils.html import format_html, format_html_join
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from core.admin import ReadOnlyAdmin
 from core.audit import Actor
 from core.datamap import Category
 from retention import services
-from retention.models import Backup, Erasure, LegalHold, Tombstone
+from retention.models import Backup, ChildDataFinding, Erasure, LegalHold, RetentionRule, SweepRun, Tombstone
 
 
 class LegalHoldForm(forms.ModelForm):  # type: ignore[type-arg]
@@ -34,11 +36,24 @@ class LegalHoldForm(forms.ModelForm):  # type: ignore[type-arg]
         return data
 
 
+class ReviewOverdueFilter(admin.SimpleListFilter):
+    title = _("review")
+    parameter_name = "review"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, Any]]:
+        return [("overdue", _("overdue review"))]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[LegalHold]) -> QuerySet[LegalHold]:
+        if self.value() == "overdue":
+            return queryset & services.holds_overdue()
+        return queryset
+
+
 @admin.register(LegalHold)
 class LegalHoldAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
     form = LegalHoldForm
     list_display = ["__str__", "subject", "category", "ground", "review_on", "set_at", "released_at"]
-    list_filter = ["ground", "released_at"]
+    list_filter = [ReviewOverdueFilter, "ground", "released_at"]
     raw_id_fields = ["subject"]
     actions = ["release"]
 
@@ -101,3 +116,108 @@ class BackupAdmin(ReadOnlyAdmin):
     list_display = ["__str__", "database", "taken_at", "size", "status", "verified_at", "expires_at"]
     list_filter = ["status", "database"]
     search_fields = ["=id", "=set_id"]
+
+
+class RetentionRuleForm(forms.ModelForm):  # type: ignore[type-arg]
+    class Meta:
+        model = RetentionRule
+        fields = ["category", "scope", "period_days", "trigger", "action", "legal_basis", "active"]
+
+
+@admin.register(RetentionRule)
+class RetentionRuleAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """The DPO edits rules (audited through services.rule_save); a rule is switched off, never
+    deleted, so the audit trail keeps pointing at it."""
+
+    form = RetentionRuleForm
+    list_display = ["category", "scope", "period_days", "trigger", "action", "active", "updated_at"]
+    list_filter = ["scope", "action", "active"]
+    readonly_fields = ["updated_by", "updated_at"]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def save_model(self, request: HttpRequest, obj: RetentionRule, form: Any, change: bool) -> None:
+        services.rule_save(rule=obj, actor=Actor.of(request.user), user=request.user)  # type: ignore[arg-type]
+
+
+@admin.register(SweepRun)
+class SweepRunAdmin(ReadOnlyAdmin):
+    list_display = ["__str__", "started_at", "finished_at", "dry_run", "status", "rows", "children_found"]
+    list_filter = ["status", "dry_run"]
+    fields = ("started_at", "finished_at", "dry_run", "status", "error", "report")
+    readonly_fields = fields
+
+    @admin.display(description=_("rows"))
+    def rows(self, obj: SweepRun) -> int:
+        return sum(int(u.get("rows", 0)) for u in obj.counts.get("units", {}).values())
+
+    @admin.display(description=_("children found"))
+    def children_found(self, obj: SweepRun) -> int:
+        return int(obj.counts.get("children", {}).get("found", 0))
+
+    @admin.display(description=_("per rule and table"))
+    def report(self, obj: SweepRun) -> str:
+        head = format_html(
+            "<tr><th>{}</th><th>{}</th><th>{}</th><th>{}</th><th></th></tr>",
+            _("category:source.table"),
+            _("action"),
+            _("rows"),
+            _("status"),
+        )
+        body = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (
+                    label,
+                    u.get("action", ""),
+                    u.get("rows", 0),
+                    u.get("status", ""),
+                    gettext(u.get("note") or ""),
+                )
+                for label, u in obj.counts.get("units", {}).items()
+            ),
+        )
+        children = obj.counts.get("children")
+        tail = (
+            format_html(
+                "<p>{}</p>",
+                _("Children without guardian consent: %(found)s found, %(resolved)s resolved, %(open)s open")
+                % {k: children.get(k, 0) for k in ("found", "resolved", "open")},
+            )
+            if children
+            else ""
+        )
+        return format_html("<table>{}{}</table>{}", head, body, tail)
+
+
+@admin.register(ChildDataFinding)
+class ChildDataFindingAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """A to-do list: children under 14 whose data is held without a guardian's consent."""
+
+    list_display = ["__str__", "subject", "found_at", "resolved_at", "resolution"]
+    list_filter = [("resolved_at", admin.EmptyFieldListFilter), "resolution"]
+    raw_id_fields = ["subject"]
+    readonly_fields = ["subject", "found_at", "resolved_at", "resolution", "resolved_by"]
+    actions = ["mark_resolved"]
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False  # the sweep finds them
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.action(
+        description=_("Mark done: the data was deleted or the guardian's consent recorded"),
+        permissions=["change"],
+    )
+    def mark_resolved(self, request: HttpRequest, queryset: QuerySet[ChildDataFinding]) -> None:
+        for finding in queryset.filter(resolved_at__isnull=True):
+            services.child_finding_resolve(
+                finding=finding,
+                actor=Actor.of(request.user),
+                resolution=ChildDataFinding.Resolution.STAFF,
+                user=request.user,  # type: ignore[arg-type]
+            )
+        messages.success(request, _("Marked done."))

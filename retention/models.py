@@ -1,13 +1,16 @@
 from __future__ import annotations
 
 import uuid
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils.translation import gettext_lazy as _
 
 from accounts.models import DataSubject
+from core.datamap import Category
 
 
 class HoldGround(models.TextChoices):
@@ -40,6 +43,8 @@ class LegalHold(models.Model):
     released_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # The day the DPO group was last told that the review date has passed (at most once a day).
+    review_alerted_on = models.DateField(null=True, blank=True, editable=False)
 
     class Meta:
         verbose_name = _("legal hold")
@@ -196,3 +201,186 @@ class Backup(models.Model):
 
     def __str__(self) -> str:
         return f"backup {self.database} {self.taken_at:%Y-%m-%d %H:%M} ({self.status})"
+
+
+class Scope(models.TextChoices):
+    """Where a retention rule applies: the product's databases (every table of the data map
+    holding the rule's category), or one kind of Quanyi's own records."""
+
+    PRODUCT = "product", _("the product's databases (data map)")
+    REQUESTS = "requests", _("Quanyi: data-subject requests")
+    VERIFICATION_DOCUMENTS = "verification_documents", _("Quanyi: identity documents of requests")
+    CONSENT_EVENTS = "consent_events", _("Quanyi: consent ledger")
+    AUDIT_ENTRIES = "audit_entries", _("Quanyi: audit log")
+
+
+class Trigger(models.TextChoices):
+    COLLECTION = "collection", _("collection")
+    LAST_ACTIVITY = "last_activity", _("last activity")
+    ACCOUNT_CANCELLATION = "account_cancellation", _("account cancellation (the person is erased)")
+    REQUEST_CLOSED = "request_closed", _("request closed")
+
+
+class Action(models.TextChoices):
+    DELETE = "delete", _("delete")
+    # PIPL Art. 73: only anonymised information stops being personal information.
+    ANONYMISE = "anonymise", _("anonymise (per the data map)")
+    # PIPL Art. 47: a law requires keeping it; processing stops except storage and security.
+    RESTRICT = "restrict", _("restrict (kept by law: storage and security only)")
+
+
+class RetentionRule(models.Model):
+    """How long one category of personal data is kept, counted from what, and what happens
+    at the end. The DPO edits the rules (retention.services.rule_save, audited); the daily
+    sweep applies them."""
+
+    category = models.CharField(_("category"), max_length=40, choices=Category.choices)
+    scope = models.CharField(_("applies to"), max_length=24, choices=Scope.choices, default=Scope.PRODUCT)
+    period_days = models.PositiveIntegerField(
+        _("period (days)"), validators=[MinValueValidator(1), MaxValueValidator(36525)]
+    )
+    trigger = models.CharField(_("counted from"), max_length=24, choices=Trigger.choices)
+    action = models.CharField(_("at the end"), max_length=12, choices=Action.choices)
+    legal_basis = models.TextField(_("legal basis"), help_text=_("why this period: the law or the purpose"))
+    active = models.BooleanField(_("active"), default=True)
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    updated_at = models.DateTimeField(_("updated at"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("retention rule")
+        verbose_name_plural = _("retention rules")
+        ordering = ["scope", "category"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["category", "scope"],
+                name="retention_rule_once",
+                violation_error_message=_("There is a rule for this category here already: change that one."),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.get_category_display()} / {self.get_scope_display()}"
+
+    def clean(self) -> None:
+        """What a rule may say depends on where it applies (retention.records)."""
+        from retention.records import PRODUCT_ACTIONS, PRODUCT_TRIGGERS, record_kind
+
+        errors: dict[str, Any] = {}
+        if not (self.legal_basis or "").strip():
+            errors["legal_basis"] = _("Say why this period: the law, or the purpose that needs it.")
+        if self.scope == Scope.PRODUCT:
+            if self.trigger and self.trigger not in PRODUCT_TRIGGERS:
+                errors["trigger"] = _(
+                    "In the product's databases the clock starts at each table's timestamp: collection or "
+                    "last activity. Cancelled accounts are erased by the cancellation sweep after their "
+                    "cooling-off."
+                )
+            if self.action and self.action not in PRODUCT_ACTIONS:
+                errors["action"] = _("Choose delete, anonymise or restrict.")
+        elif self.scope:
+            kind = record_kind(self.scope)
+            if kind is None:
+                errors["scope"] = _("These records are not available for retention rules.")
+            else:
+                if self.category and self.category != kind.category:
+                    errors["category"] = _("A rule for these records is about the category %(category)s.") % {
+                        "category": Category(kind.category).label
+                    }
+                if self.trigger and self.trigger not in kind.triggers:
+                    errors["trigger"] = _("For these records the clock starts at: %(allowed)s.") % {
+                        "allowed": ", ".join(str(Trigger(t).label) for t in sorted(kind.triggers))
+                    }
+                if self.action and self.action not in kind.actions:
+                    if self.scope == Scope.AUDIT_ENTRIES:
+                        errors["action"] = _(
+                            "Audit entries are never deleted or restricted: the hash chain is the evidence."
+                        )
+                    else:
+                        errors["action"] = _("For these records the action is: %(allowed)s.") % {
+                            "allowed": ", ".join(str(Action(a).label) for a in sorted(kind.actions))
+                        }
+        if errors:
+            raise ValidationError(errors)
+
+
+class SweepRun(models.Model):
+    """One run of the retention sweep (or a dry run): what it did per rule and table."""
+
+    class Status(models.TextChoices):
+        RUNNING = "running", _("running")
+        DONE = "done", _("done")
+        FAILED = "failed", _("failed")
+
+    started_at = models.DateTimeField(_("started at"))
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    dry_run = models.BooleanField(_("dry run"), default=False)
+    status = models.CharField(_("status"), max_length=8, choices=Status.choices, default=Status.RUNNING)
+    # {"units": {"<category>:<source>.<table>": {"rule", "action", "rows", "status"}}, "children": ...}
+    counts = models.JSONField(_("counts"), default=dict, blank=True)
+    error = models.CharField(_("error"), max_length=200, blank=True)
+
+    class Meta:
+        verbose_name = _("retention sweep")
+        verbose_name_plural = _("retention sweeps")
+        ordering = ["-started_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"sweep {self.pk}{' (dry run)' if self.dry_run else ''}"
+
+
+class SweepCursor(models.Model):
+    """The sweep's place in one unit of work, a (rule, source, table): claimed with a lease by
+    a conditional UPDATE, so two sweeps (or workers on two machines) never work the same unit
+    at once, and saved after every batch, so a sweep that dies resumes where it stopped."""
+
+    rule = models.ForeignKey(RetentionRule, on_delete=models.CASCADE, related_name="cursors")
+    source = models.CharField(max_length=40)  # a data-map source, or "quanyi"
+    table = models.CharField(max_length=63)  # a table of the source, or a Scope
+    run = models.ForeignKey(SweepRun, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    lease_until = models.DateTimeField(null=True, blank=True)
+    position = models.JSONField(null=True, blank=True)  # [timestamp, pk] of the last row done
+    pass_started_at = models.DateTimeField(null=True, blank=True)
+    pass_rows = models.PositiveBigIntegerField(default=0)  # rows changed in the current pass
+    finished_at = models.DateTimeField(null=True, blank=True)  # of the last complete pass
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["rule", "source", "table"], name="sweep_cursor_once")]
+
+    def __str__(self) -> str:
+        return f"{self.rule_id}:{self.source}.{self.table}"
+
+
+class ChildDataFinding(models.Model):
+    """A data subject under 14 (seed 000 §5, PIPL Art. 31) with no active guardian consent,
+    found by the sweep: staff delete the data or record the guardian's consent."""
+
+    class Resolution(models.TextChoices):
+        GUARDIAN_CONSENT = "guardian_consent", _("guardian consent recorded")
+        TURNED_14 = "turned_14", _("no longer under 14")
+        ERASED = "erased", _("the person's data was erased")
+        STAFF = "staff", _("closed by staff")
+
+    subject = models.ForeignKey(DataSubject, on_delete=models.PROTECT, related_name="child_findings")
+    found_at = models.DateTimeField(_("found at"))
+    resolved_at = models.DateTimeField(_("resolved at"), null=True, blank=True)
+    resolution = models.CharField(_("resolution"), max_length=16, choices=Resolution.choices, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        verbose_name = _("child's data without guardian consent")
+        verbose_name_plural = _("children's data without guardian consent")
+        ordering = ["resolved_at", "found_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["subject"],
+                condition=models.Q(resolved_at__isnull=True),
+                name="child_finding_open_once",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"finding {self.pk} ({self.subject})"

@@ -2,7 +2,17 @@ from __future__ import annotations
 
 from core.datamap import Category as C
 from core.datamap import Erase, Export, PersonalField, register
-from retention.models import Backup, Erasure, ErasureStep, LegalHold, Tombstone
+from retention.models import (
+    Backup,
+    ChildDataFinding,
+    Erasure,
+    ErasureStep,
+    LegalHold,
+    RetentionRule,
+    SweepCursor,
+    SweepRun,
+    Tombstone,
+)
 
 register(
     LegalHold,
@@ -25,6 +35,7 @@ register(
         "review_on",
         "released_at",
         "released_by",
+        "review_alerted_on",
     ],
 )
 # Plans and reports hold labels, counts and row keys, never values.
@@ -100,4 +111,52 @@ register(
         "deleted_at",
         "detail",
     ],
+)
+
+# Rules, sweep reports and cursors: categories, counts, table names and row keys of the
+# product (a position in a table), never values.
+register(
+    RetentionRule,
+    subject="",
+    not_personal=[
+        "id",
+        "category",
+        "scope",
+        "period_days",
+        "trigger",
+        "action",
+        "legal_basis",
+        "active",
+        "updated_by",
+        "updated_at",
+    ],
+)
+register(
+    SweepRun,
+    subject="",
+    not_personal=["id", "started_at", "finished_at", "dry_run", "status", "counts", "error"],
+)
+register(
+    SweepCursor,
+    subject="",
+    not_personal=[
+        "id",
+        "rule",
+        "source",
+        "table",
+        "run",
+        "lease_until",
+        "position",
+        "pass_started_at",
+        "pass_rows",
+        "finished_at",
+    ],
+    note="position: the (timestamp, primary key) of the last product row swept",
+)
+# That a person is a child is derived from their (encrypted) birth date; the finding itself
+# holds only the link and dates.
+register(
+    ChildDataFinding,
+    subject="subject",
+    not_personal=["id", "subject", "found_at", "resolved_at", "resolution", "resolved_by"],
 )

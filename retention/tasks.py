@@ -6,7 +6,7 @@ from celery import shared_task
 
 from core.jobs import singleton_job
 from core.outbox import OutboxTask
-from retention import backups, erasure
+from retention import backups, erasure, services
 
 
 # Long erasures outlive the default time limit; the lease lets another worker take over a
@@ -27,3 +27,15 @@ def erasures_resume() -> int:
 @singleton_job("backup-nightly", every=timedelta(hours=24))
 def backup_nightly() -> str:
     return backups.backup_nightly()
+
+
+# A long first sweep (years of rows) outlives the default limit; units are resumable, so a
+# run stopped by the limit is continued by the next day's.
+@shared_task(name="retention.tasks.retention_sweep", time_limit=4 * 3600, soft_time_limit=4 * 3600 - 60)
+@singleton_job("retention-sweep", every=timedelta(hours=24))
+def retention_sweep() -> str:
+    overdue = services.holds_review_alert()  # first: a sweep that fails must not silence it
+    run = services.retention_sweep()
+    rows = sum(int(u["rows"]) for u in run.counts.get("units", {}).values())
+    found = run.counts.get("children", {}).get("found", 0)
+    return f"sweep {run.pk}: {rows} rows; {found} new child finding(s); {overdue} hold(s) overdue for review"

@@ -49,16 +49,19 @@ def _fresh_caches(request: pytest.FixtureRequest) -> Iterator[None]:
 
 def _reference_data() -> None:
     """What migrations put in the database and a transactional test's flush takes away: the
-    staff groups, the seeded working-day calendar, the audit chain head."""
+    staff groups, the seeded working-day calendar, the shipped retention rules, the audit
+    chain head."""
     from django.apps import apps
 
     from accounts.roles import roles_install
     from core.audit import GENESIS_HASH
     from core.models import AuditChainHead
     from dsar.calendar_seed import seed_calendar
+    from retention.defaults import rules_install
 
     roles_install(apps)
     seed_calendar(apps)
+    rules_install(apps)
     AuditChainHead.objects.get_or_create(pk=1, defaults={"seq": 0, "hash": GENESIS_HASH})
 
 
