@@ -29,21 +29,11 @@ from consent.apikeys import api_key_create
 from consent.models import PolicyVersion, Purpose
 from consent.services import consent_record
 from core.audit import SYSTEM
+from core.db import database_url
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENTS = 8
 SECONDS = 4.0
-
-
-def _url_of(alias: str) -> str:
-    s = connections[alias].settings_dict
-    if s["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{s['NAME']}"
-    auth = s.get("USER") or ""
-    if s.get("PASSWORD"):
-        auth += f":{s['PASSWORD']}"
-    host = f"{auth}@" if auth else ""
-    return f"postgres://{host}{s.get('HOST') or '127.0.0.1'}:{s.get('PORT') or 5432}/{s['NAME']}"
 
 
 def _free_port() -> int:
@@ -61,9 +51,9 @@ def _serve(port: int) -> subprocess.Popen[bytes]:
         QUANYI_CONSENT_CHECK_RATE="100000000",  # measure the work, not the per-key limit
         ALLOWED_HOSTS="127.0.0.1",
         SECURE_SSL_REDIRECT="false",
-        DATABASE_URL=_url_of("default"),
-        KEYSTORE_DATABASE_URL=_url_of("keystore"),
-        PRODUCT_DATABASE_URL=_url_of("product"),
+        DATABASE_URL=database_url("default"),
+        KEYSTORE_DATABASE_URL=database_url("keystore"),
+        PRODUCT_DATABASE_URL=database_url("product"),
         LOG_LEVEL="WARNING",
     )
     # Production refuses to start without its secrets: reuse the development ones of this run.

@@ -33,6 +33,7 @@ from accounts.models import DataSubject, User
 from accounts.services import subject_create
 from config.celery import app as celery_app
 from core.audit import SYSTEM
+from core.db import database_url
 from dsar import sample_product, services
 from dsar.models import DataExport, DataSubjectRequest, RequestType, Status
 
@@ -64,24 +65,13 @@ def peak_rss_kb() -> int:
     raise RuntimeError("no VmHWM in /proc/self/status: this benchmark needs Linux")
 
 
-def _url(alias: str) -> str:
-    s = connections[alias].settings_dict
-    if s["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{s['NAME']}"
-    auth = s.get("USER") or ""
-    if s.get("PASSWORD"):
-        auth += f":{s['PASSWORD']}"
-    host = f"{auth}@" if auth else ""
-    return f"postgres://{host}{s.get('HOST') or '127.0.0.1'}:{s.get('PORT') or 5432}/{s['NAME']}"
-
-
 def _child(kind: str, arg: int, export_dir: Path) -> dict[str, object]:
     env = dict(os.environ)
     env.update(
         DEBUG="true",
-        DATABASE_URL=_url("default"),
-        KEYSTORE_DATABASE_URL=_url("keystore"),
-        PRODUCT_DATABASE_URL=_url("product"),
+        DATABASE_URL=database_url("default"),
+        KEYSTORE_DATABASE_URL=database_url("keystore"),
+        PRODUCT_DATABASE_URL=database_url("product"),
         CELERY_TASK_DEFAULT_QUEUE=QUEUE,
         QUANYI_EXPORT_DIR=str(export_dir),
     )

@@ -305,6 +305,7 @@ def _mask_contact(value: str | None) -> str:
 
 @admin.register(GuardianConsent)
 class GuardianConsentAdmin(SensitiveFieldsMixin, admin.ModelAdmin):  # type: ignore[type-arg]
+    sensitive_view_action = "consent.guardian_sensitive_viewed"
     list_display = [
         "subject",
         "guardian_name_shown",
@@ -366,19 +367,6 @@ class GuardianConsentAdmin(SensitiveFieldsMixin, admin.ModelAdmin):  # type: ign
     def guardian_contact_shown(self, obj: GuardianConsent) -> str:
         value = obj.guardian_contact
         return shown(value, _mask_contact, unmasked=getattr(obj, "unmasked", False))
-
-    def render_change_form(
-        self,
-        request: HttpRequest,
-        context: dict[str, Any],
-        add: bool = False,
-        change: bool = False,
-        form_url: str = "",
-        obj: Any = None,
-    ) -> Any:
-        if obj is not None and getattr(obj, "unmasked", False):
-            audit_log(actor=_actor(request), action="consent.guardian_sensitive_viewed", obj=obj)
-        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def save_model(self, request: HttpRequest, obj: GuardianConsent, form: Any, change: bool) -> None:
         # Only the add form reaches here (changes are not permitted). The service writes the

@@ -44,13 +44,38 @@ class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 class SensitiveFieldsMixin:
     """Marks the object of a detail page `unmasked` when the staff member holds
-    `accounts.view_sensitive`; display methods pass that to core.masking.shown."""
+    `accounts.view_sensitive`; display methods pass that to core.masking.shown. A page that
+    shows personal data in clear writes `sensitive_view_action` to the audit log (when set and
+    `shows_sensitive(obj)` says there is something to show)."""
+
+    sensitive_view_action = ""
 
     def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Any:
         obj = super().get_object(request, object_id, from_field)  # type: ignore[misc]
         if obj is not None:
             obj.unmasked = request.user.has_perm(VIEW_SENSITIVE)
         return obj
+
+    def shows_sensitive(self, obj: Any) -> bool:
+        return True
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Any = None,
+    ) -> Any:
+        if (
+            obj is not None
+            and self.sensitive_view_action
+            and getattr(obj, "unmasked", False)
+            and self.shows_sensitive(obj)
+        ):
+            audit_log(actor=Actor.of(request.user), action=self.sensitive_view_action, obj=obj)
+        return super().render_change_form(request, context, add, change, form_url, obj)  # type: ignore[misc]
 
 
 @admin.register(AuditEntry)
@@ -167,6 +192,7 @@ class RecipientAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 @admin.register(Disclosure)
 class DisclosureAdmin(SensitiveFieldsMixin, ReadOnlyAdmin):
+    sensitive_view_action = "disclosure.sensitive_viewed"
     list_display = ["recipient", "subject", "categories", "first_at", "last_at"]
     list_filter = ["recipient"]
     list_select_related = ["recipient", "subject"]
@@ -193,22 +219,11 @@ class DisclosureAdmin(SensitiveFieldsMixin, ReadOnlyAdmin):
     def external_ref_shown(self, obj: Disclosure) -> str:
         return shown(obj.external_ref, mask_reference, unmasked=getattr(obj, "unmasked", False))
 
-    def render_change_form(
-        self,
-        request: HttpRequest,
-        context: dict[str, Any],
-        add: bool = False,
-        change: bool = False,
-        form_url: str = "",
-        obj: Any = None,
-    ) -> Any:
-        if obj is not None and getattr(obj, "unmasked", False):
-            audit_log(actor=Actor.of(request.user), action="disclosure.sensitive_viewed", obj=obj)
-        return super().render_change_form(request, context, add, change, form_url, obj)
-
 
 @admin.register(RecipientNotice)
-class RecipientNoticeAdmin(ReadOnlyAdmin):
+class RecipientNoticeAdmin(SensitiveFieldsMixin, ReadOnlyAdmin):
+    # Agents who handle manual notices see the recipient's reference in clear too (get_object).
+    sensitive_view_action = "recipient_notice.sensitive_viewed"
     list_display = [
         "created_at",
         "recipient",
@@ -263,18 +278,8 @@ class RecipientNoticeAdmin(ReadOnlyAdmin):
             lines.append(f"{name}: {shown(value, mask_reference, unmasked=unmasked)}")
         return format_html("<pre>{}</pre>", "\n".join(lines))
 
-    def render_change_form(
-        self,
-        request: HttpRequest,
-        context: dict[str, Any],
-        add: bool = False,
-        change: bool = False,
-        form_url: str = "",
-        obj: Any = None,
-    ) -> Any:
-        if obj is not None and getattr(obj, "unmasked", False) and obj.personal_sealed:
-            audit_log(actor=Actor.of(request.user), action="recipient_notice.sensitive_viewed", obj=obj)
-        return super().render_change_form(request, context, add, change, form_url, obj)
+    def shows_sensitive(self, obj: RecipientNotice) -> bool:
+        return bool(obj.personal_sealed)
 
     @admin.action(description=_("Mark done (manual notice)"), permissions=["handle"])
     def mark_done(self, request: HttpRequest, queryset: QuerySet[RecipientNotice]) -> HttpResponseBase | None:

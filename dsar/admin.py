@@ -505,6 +505,7 @@ ACTIONS: dict[str, StaffAction] = {
 
 @admin.register(DataSubjectRequest)
 class DataSubjectRequestAdmin(SensitiveFieldsMixin, admin.ModelAdmin):  # type: ignore[type-arg]
+    sensitive_view_action = "request.sensitive_viewed"
     list_display = [
         "reference",
         "type",
@@ -821,8 +822,6 @@ class DataSubjectRequestAdmin(SensitiveFieldsMixin, admin.ModelAdmin):  # type: 
         obj: Any = None,
     ) -> Any:
         if obj is not None:
-            if getattr(obj, "unmasked", False):
-                audit_log(actor=_actor(request), action="request.sensitive_viewed", obj=obj)
             documents = None
             if request.user.has_perm(VIEW_VERIFICATION):
                 documents = list(

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connections
 
 from config.celery import app as celery_app
 from core import crypto
+from core.db import database_url
 from tests.receiver import Receiver
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -104,18 +104,6 @@ def receiver() -> Iterator[Receiver]:
     r.start()
     yield r
     r.stop()
-
-
-def database_url(alias: str) -> str:
-    """The URL of the *test* database behind an alias, for subprocesses (worker, commands)."""
-    s = connections[alias].settings_dict
-    if s["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{s['NAME']}"
-    auth = s.get("USER") or ""
-    if s.get("PASSWORD"):
-        auth += f":{s['PASSWORD']}"
-    host = f"{auth}@" if auth else ""
-    return f"postgres://{host}{s.get('HOST') or '127.0.0.1'}:{s.get('PORT') or 5432}/{s['NAME']}"
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:
