@@ -7,6 +7,8 @@ from consent import views
 app_name = "consent"
 urlpatterns = [
     path("consents/", views.mine, name="mine"),
+    path("consents/children/", views.children, name="children"),
+    path("consents/children/<int:pk>/", views.child, name="child"),
     path("consents/receipt/<uuid:receipt_id>/", views.receipt, name="receipt"),
     path(".well-known/quanyi-receipt-key.pem", views.receipt_key, name="receipt_key"),
     path("unsubscribe/<str:token>/", views.unsubscribe, name="unsubscribe"),

@@ -23,6 +23,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import translation
 from django.utils.http import content_disposition_header
 from django.utils.translation import gettext as _
@@ -44,6 +45,7 @@ from consent.models import (
     Purpose,
     SecurityIncident,
 )
+from consent.selectors import guardian_wards
 from consent.services import consent_record, current_policy
 from core.audit import Actor
 from core.datamap import Category
@@ -114,7 +116,9 @@ def purpose_rows(subject: DataSubject, language: str) -> list[PurposeRow]:
     ]
 
 
-def _record_choice(request: HttpRequest, subject: DataSubject, user: User) -> None:
+def _record_choice(
+    request: HttpRequest, subject: DataSubject, user: User, channel: str = ConsentEvent.Channel.WEB
+) -> None:
     form = ConsentChoiceForm(request.POST)
     if not form.is_valid():
         messages.error(request, _("This choice could not be saved. Reload the page and try again."))
@@ -132,7 +136,7 @@ def _record_choice(request: HttpRequest, subject: DataSubject, user: User) -> No
             subject=subject,
             purpose=purpose,
             action=action,
-            channel=ConsentEvent.Channel.WEB,
+            channel=channel,
             actor=Actor.of(user),
             user=user,
             separate=form.cleaned_data["separate"],
@@ -162,23 +166,15 @@ def _record_choice(request: HttpRequest, subject: DataSubject, user: User) -> No
         )
 
 
-@never_cache
-@login_required
-@require_http_methods(["GET", "POST"])
-def mine(request: HttpRequest) -> HttpResponse:
-    subject = _subject(request.user)
-    if request.method == "POST":
-        user = request.user
-        assert isinstance(user, User)  # noqa: S101 - login_required guarantees it
-        _record_choice(request, subject, user)
-        return redirect("consent:mine")
+def _consents_context(subject: DataSubject) -> dict[str, Any]:
+    """What the consents page shows for one subject: the switches and the history."""
     language = _language()
     events = list(
         ConsentEvent.objects.filter(subject=subject)
         .select_related("purpose", "policy_version")
         .order_by("-occurred_at", "-id")[: HISTORY_LIMIT + 1]
     )
-    context = {
+    return {
         "subject": subject,
         "rows": purpose_rows(subject, language),
         "events": [
@@ -189,6 +185,63 @@ def mine(request: HttpRequest) -> HttpResponse:
         "history_limit": HISTORY_LIMIT,
         "policy": current_policy(),
     }
+
+
+def _signed_in(request: HttpRequest) -> User:
+    user = request.user
+    assert isinstance(user, User)  # noqa: S101 - login_required guarantees it
+    return user
+
+
+@never_cache
+@login_required
+@require_http_methods(["GET", "POST"])
+def mine(request: HttpRequest) -> HttpResponse:
+    subject = _subject(request.user)
+    user = _signed_in(request)
+    if request.method == "POST":
+        _record_choice(request, subject, user)
+        return redirect("consent:mine")
+    context = {
+        **_consents_context(subject),
+        "form_action": reverse("consent:mine"),
+        "wards": guardian_wards(user=user),
+    }
+    return _render(request, "consent/mine.html", context)
+
+
+def _child_name(child: DataSubject) -> str:
+    return child.full_name or child.reference
+
+
+@never_cache
+@login_required
+@require_GET
+def children(request: HttpRequest) -> HttpResponse:
+    """The children whose active guardian consent names the signed-in user."""
+    return _render(request, "consent/children.html", {"wards": guardian_wards(user=_signed_in(request))})
+
+
+@never_cache
+@login_required
+@require_http_methods(["GET", "POST"])
+def child(request: HttpRequest, pk: int) -> HttpResponse:
+    """A guardian's switches for one child (PIPL Art. 31). Anyone who is not an active guardian
+    of the child gets 404, as for a subject that does not exist: the page reveals nobody."""
+    user = _signed_in(request)
+    wards = guardian_wards(user=user, pk=pk)
+    if not wards:
+        raise Http404
+    subject = wards[0]
+    if request.method == "POST":
+        _record_choice(request, subject, user, channel=ConsentEvent.Channel.GUARDIAN)
+        return redirect("consent:child", pk=subject.pk)
+    context = {
+        **_consents_context(subject),
+        "form_action": reverse("consent:child", args=[subject.pk]),
+        "child": subject,
+        "child_name": _child_name(subject),
+    }
     return _render(request, "consent/mine.html", context)
 
 
@@ -197,9 +250,11 @@ def mine(request: HttpRequest) -> HttpResponse:
 @require_GET
 def receipt(request: HttpRequest, receipt_id: uuid.UUID) -> HttpResponse:
     subject = _subject(request.user)
+    # A guardian also gets the receipts of the children they act for.
+    wards = guardian_wards(user=_signed_in(request))
     event = (
         ConsentEvent.objects.select_related("purpose", "policy_version", "subject")
-        .filter(receipt_id=receipt_id, subject=subject)
+        .filter(receipt_id=receipt_id, subject_id__in=[subject.pk, *(w.pk for w in wards)])
         .first()
     )
     if event is None:
