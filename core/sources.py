@@ -555,31 +555,54 @@ class BatchResult:
     rows: int
 
 
-def erase_batch(rows: SubjectRows, table: Table, *, after: Any = None, limit: int = 5000) -> BatchResult:
+def key_range(rows: SubjectRows, table: Table) -> tuple[Any, Any]:
+    """(lowest key, highest key) of the subject's rows in `table`: both ends of an index."""
+    pk = _q(rows.source, table.pk)
+    where, params = rows.where(table)
+    sql = f"SELECT MIN({pk}), MAX({pk}) FROM {_q(rows.source, table.name)} WHERE {where}"
+    with connections[rows.source.database].cursor() as cursor:
+        cursor.execute(sql, params)
+        lo, hi = cursor.fetchone()
+    return lo, hi
+
+
+def erase_batch(
+    rows: SubjectRows, table: Table, *, after: Any = None, limit: int = 5000, upto: Any = None
+) -> BatchResult:
     """Erase the next `limit` rows of the subject after primary key `after`, in one
     transaction: delete them, or null / mask / hash the mapped columns (keep leaves a column
-    as it is) and stamp `restrict_column` when a kept column's ground restricts processing."""
+    as it is) and stamp `restrict_column` when a kept column's ground restricts processing.
+
+    With `upto`, the batch is the key range (after, upto] instead: no read to find where the
+    next `limit` rows end, which is what a caller that knows the subject's keys are dense uses
+    (see retention.erasure)."""
     src = rows.source
     alias = src.database
     pk = _q(src, table.pk)
     where, params = rows.where(table)
-    cond = where if after is None else f"({where}) AND {pk} > %s"
-    args = params if after is None else [*params, after]
     with transaction.atomic(using=alias), connections[alias].cursor() as cursor:
-        cursor.execute(
-            f"SELECT MIN({pk}), MAX({pk}), COUNT(*) FROM (SELECT {pk} FROM {_q(src, table.name)} "
-            f"WHERE {cond} ORDER BY {pk} LIMIT {int(limit)}) AS batch",
-            args,
-        )
-        lo, hi, n = cursor.fetchone()
-        if not n:
-            return BatchResult(None, 0)
-        # The batch is the key range [lo, hi] intersected with the subject's rows.
-        in_range = f"({where}) AND {pk} >= %s AND {pk} <= %s"
-        range_args = [*params, lo, hi]
+        if upto is not None:
+            n = -1  # not known before the statements run; their row counts tell
+            hi = upto
+            in_range = f"({where}) AND {pk} > %s AND {pk} <= %s"
+            range_args = [*params, after, upto]
+        else:
+            cond = where if after is None else f"({where}) AND {pk} > %s"
+            args = params if after is None else [*params, after]
+            cursor.execute(
+                f"SELECT MIN({pk}), MAX({pk}), COUNT(*) FROM (SELECT {pk} FROM {_q(src, table.name)} "
+                f"WHERE {cond} ORDER BY {pk} LIMIT {int(limit)}) AS batch",
+                args,
+            )
+            lo, hi, n = cursor.fetchone()
+            if not n:
+                return BatchResult(None, 0)
+            # The batch is the key range [lo, hi] intersected with the subject's rows.
+            in_range = f"({where}) AND {pk} >= %s AND {pk} <= %s"
+            range_args = [*params, lo, hi]
         if table.deletes_rows:
             cursor.execute(f"DELETE FROM {_q(src, table.name)} WHERE {in_range}", range_args)
-            return BatchResult(hi, n)
+            return BatchResult(hi, n if n >= 0 else max(cursor.rowcount, 0))
         sets: list[str] = []
         for column in table.columns.values():
             q = _q(src, column.name)
@@ -603,12 +626,17 @@ def erase_batch(rows: SubjectRows, table: Table, *, after: Any = None, limit: in
                 f"UPDATE {_q(src, table.name)} SET {', '.join(sets)} WHERE {in_range}",
                 [*set_args, *range_args],
             )
+            if n < 0:
+                n = max(cursor.rowcount, 0)
         hashed = [c.name for c in table.columns.values() if c.erase == Erase.HASH]
         if hashed:
             cols = ", ".join(_q(src, c) for c in hashed)
             cursor.execute(f"SELECT {pk}, {cols} FROM {_q(src, table.name)} WHERE {in_range}", range_args)
             updates: list[list[Any]] = []
-            for row_pk, *values in cursor.fetchall():
+            found = cursor.fetchall()
+            if n < 0:
+                n = len(found)
+            for row_pk, *values in found:
                 new = [
                     v if v is None or str(v).startswith(HASH_PREFIX) else erasure_hash(str(v)) for v in values
                 ]
@@ -617,7 +645,7 @@ def erase_batch(rows: SubjectRows, table: Table, *, after: Any = None, limit: in
             if updates:
                 assign = ", ".join(f"{_q(src, c)} = %s" for c in hashed)
                 cursor.executemany(f"UPDATE {_q(src, table.name)} SET {assign} WHERE {pk} = %s", updates)
-        return BatchResult(hi, n)
+        return BatchResult(hi, max(n, 0))
 
 
 def column_update(rows: SubjectRows, table: Table, column: str, value: Any, *, pk: Any = None) -> int:
