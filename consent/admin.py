@@ -100,6 +100,19 @@ def subject_pk(term: str) -> int | None:
     return int(value)
 
 
+class SubjectNumberSearch:
+    """The search box finds a subject's rows by their number (DS-000123), nothing else: the
+    other columns are codes or encrypted values."""
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet[Any], search_term: str
+    ) -> tuple[QuerySet[Any], bool]:
+        if not search_term.strip():
+            return queryset, False
+        pk = subject_pk(search_term)
+        return (queryset.filter(subject_id=pk) if pk is not None else queryset.none()), False
+
+
 # --- Purposes and policy versions (DPO) -----------------------------------------------------------
 
 
@@ -257,7 +270,7 @@ EVENT_FIELDS: tuple[str, ...] = (
 
 
 @admin.register(ConsentEvent)
-class ConsentEventAdmin(ReadOnlyAdmin):
+class ConsentEventAdmin(SubjectNumberSearch, ReadOnlyAdmin):
     list_display = ["occurred_at", "subject", "purpose", "action", "channel", "separate", "policy_version"]
     list_filter = ["purpose", "action", "channel", "separate"]
     list_select_related = ["subject", "purpose", "policy_version"]
@@ -269,31 +282,15 @@ class ConsentEventAdmin(ReadOnlyAdmin):
     fields = EVENT_FIELDS
     readonly_fields = EVENT_FIELDS
 
-    def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[ConsentEvent], search_term: str
-    ) -> tuple[QuerySet[ConsentEvent], bool]:
-        if not search_term.strip():
-            return queryset, False
-        pk = subject_pk(search_term)
-        return (queryset.filter(subject_id=pk) if pk is not None else queryset.none()), False
-
 
 @admin.register(ConsentState)
-class ConsentStateAdmin(ReadOnlyAdmin):
+class ConsentStateAdmin(SubjectNumberSearch, ReadOnlyAdmin):
     list_display = ["subject", "purpose", "granted", "separate", "since"]
     list_filter = ["purpose", "granted", "separate"]
     list_select_related = ["subject", "purpose"]
     search_fields = ["=subject__id"]
     search_help_text = _("Exact subject number, e.g. DS-000123.")
     show_full_result_count = False
-
-    def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[ConsentState], search_term: str
-    ) -> tuple[QuerySet[ConsentState], bool]:
-        if not search_term.strip():
-            return queryset, False
-        pk = subject_pk(search_term)
-        return (queryset.filter(subject_id=pk) if pk is not None else queryset.none()), False
 
 
 # --- Guardians --------------------------------------------------------------------------------------
@@ -304,7 +301,7 @@ def _mask_contact(value: str | None) -> str:
 
 
 @admin.register(GuardianConsent)
-class GuardianConsentAdmin(SensitiveFieldsMixin, admin.ModelAdmin):  # type: ignore[type-arg]
+class GuardianConsentAdmin(SubjectNumberSearch, SensitiveFieldsMixin, admin.ModelAdmin):  # type: ignore[type-arg]
     sensitive_view_action = "consent.guardian_sensitive_viewed"
     list_display = [
         "subject",
@@ -330,14 +327,6 @@ class GuardianConsentAdmin(SensitiveFieldsMixin, admin.ModelAdmin):  # type: ign
         "recorded_at",
         "revoked_at",
     ]
-
-    def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[GuardianConsent], search_term: str
-    ) -> tuple[QuerySet[GuardianConsent], bool]:
-        if not search_term.strip():
-            return queryset, False
-        pk = subject_pk(search_term)
-        return (queryset.filter(subject_id=pk) if pk is not None else queryset.none()), False
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # a record of what was checked; it is revoked, never edited
@@ -566,7 +555,7 @@ DELIVERY_FIELDS: tuple[str, ...] = (
 
 
 @admin.register(NoticeDelivery)
-class NoticeDeliveryAdmin(ReadOnlyAdmin):
+class NoticeDeliveryAdmin(SubjectNumberSearch, ReadOnlyAdmin):
     list_display = list(DELIVERY_FIELDS)
     list_filter = ["status", "campaign"]
     list_select_related = ["campaign", "campaign__policy", "campaign__incident", "subject"]
@@ -580,14 +569,6 @@ class NoticeDeliveryAdmin(ReadOnlyAdmin):
 
     def has_manage_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm(MANAGE_CAMPAIGNS)
-
-    def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[NoticeDelivery], search_term: str
-    ) -> tuple[QuerySet[NoticeDelivery], bool]:
-        if not search_term.strip():
-            return queryset, False
-        pk = subject_pk(search_term)
-        return (queryset.filter(subject_id=pk) if pk is not None else queryset.none()), False
 
     @admin.action(description=_("Resend the selected interrupted or failed e-mails"), permissions=["manage"])
     def resend(self, request: HttpRequest, queryset: QuerySet[NoticeDelivery]) -> HttpResponseBase | None:
@@ -836,18 +817,10 @@ class SecurityIncidentAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
 
 
 @admin.register(IncidentSubject)
-class IncidentSubjectAdmin(ReadOnlyAdmin):
+class IncidentSubjectAdmin(SubjectNumberSearch, ReadOnlyAdmin):
     list_display = ["incident", "subject", "added_at", "added_by"]
     list_filter = ["incident"]
     list_select_related = ["incident", "subject", "added_by"]
     search_fields = ["=subject__id"]
     search_help_text = _("Exact subject number, e.g. DS-000123.")
     show_full_result_count = False
-
-    def get_search_results(
-        self, request: HttpRequest, queryset: QuerySet[IncidentSubject], search_term: str
-    ) -> tuple[QuerySet[IncidentSubject], bool]:
-        if not search_term.strip():
-            return queryset, False
-        pk = subject_pk(search_term)
-        return (queryset.filter(subject_id=pk) if pk is not None else queryset.none()), False
