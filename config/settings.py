@@ -373,6 +373,9 @@ QUANYI_OUTBOX_RESEND_AFTER_SECONDS = env.int("QUANYI_OUTBOX_RESEND_AFTER_SECONDS
 QUANYI_BENCH_ENDPOINTS = env.bool("QUANYI_BENCH_ENDPOINTS", default=False)
 # Consent checks per API key per minute (0: the built-in 6000).
 QUANYI_CONSENT_CHECK_RATE = env.int("QUANYI_CONSENT_CHECK_RATE", default=0)
+# How long a process reuses an API key it has read (0: read it on every call). Revoking a key
+# stops it at once in the process that revokes it and within this many seconds everywhere.
+QUANYI_API_KEY_CACHE_SECONDS = env.float("QUANYI_API_KEY_CACHE_SECONDS", default=5.0)
 
 # --- Erasure -----------------------------------------------------------------------------
 # Rows per batch (one transaction each) and how long a worker's claim on a running erasure

@@ -10,9 +10,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
 from datetime import timedelta
 from typing import Final
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.db.models import Q
@@ -21,11 +23,19 @@ from django.utils.translation import gettext as _
 
 from consent.models import ApiKey
 from core.audit import SYSTEM, Actor, audit_log
+from core.db import row_by
 
 CONSENT_CHECK: Final = "consent:check"
 SCOPES: Final = frozenset({CONSENT_CHECK})
 PREFIX_LENGTH: Final = 8
 TOUCH_INTERVAL: Final = timedelta(minutes=1)
+
+# What authentication needs of a key, read on every API call (see core.db.row_by).
+_KEY_FIELDS: Final = ("id", "name", "prefix", "key_hash", "scopes", "last_used_at", "revoked_at")
+
+# Keys this process read lately: prefix -> (monotonic time read, key). See _key_by_prefix.
+_recent: dict[str, tuple[float, ApiKey]] = {}
+_RECENT_MAX: Final = 1000
 
 # Compared against when the prefix is unknown, so that a miss costs about what a hit does.
 _NO_HASH: Final = hashlib.sha256(b"no such key").hexdigest()
@@ -75,9 +85,29 @@ def api_key_create(*, name: str, scopes: list[str], actor: Actor = SYSTEM) -> tu
 def api_key_revoke(*, key: ApiKey, actor: Actor = SYSTEM) -> ApiKey:
     """Revoke a key at once. Revoking a revoked key changes nothing."""
     now = timezone.now()
+    _recent.pop(key.prefix, None)
+    transaction.on_commit(lambda: _recent.pop(key.prefix, None))
     if ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=now) == 1:
         audit_log(actor=actor, action="apikey.revoked", obj=key, data={"prefix": key.prefix})
     key.refresh_from_db()
+    return key
+
+
+def _key_by_prefix(prefix: str) -> ApiKey | None:
+    """The key row, reused for QUANYI_API_KEY_CACHE_SECONDS by this process: a product calls
+    the consent check for every page it renders, and the key is the same on every call."""
+    ttl = settings.QUANYI_API_KEY_CACHE_SECONDS
+    now = time.monotonic()
+    held = _recent.get(prefix)
+    if held is not None and now - held[0] < ttl:
+        return held[1]
+    key = row_by(ApiKey, "prefix", prefix, _KEY_FIELDS)
+    if key is not None and key.revoked_at is None and ttl > 0:
+        if len(_recent) >= _RECENT_MAX:
+            _recent.clear()
+        _recent[prefix] = (now, key)
+    else:
+        _recent.pop(prefix, None)
     return key
 
 
@@ -86,7 +116,7 @@ def api_key_authenticate(*, presented: str) -> ApiKey | None:
     prefix, dot, secret = presented.partition(".")
     if not dot or len(prefix) != PREFIX_LENGTH or not secret:
         return None
-    key = ApiKey.objects.filter(prefix=prefix).first()
+    key = _key_by_prefix(prefix)
     matches = hmac.compare_digest(secret_hash(secret), key.key_hash if key else _NO_HASH)
     if key is None or not matches or key.revoked_at is not None:
         return None

@@ -376,6 +376,13 @@ def may_process(*, subject: DataSubject, purpose: Purpose, at: datetime | None =
             .order_by("-occurred_at", "-id")
             .first()
         )
+    return decide(subject=subject, purpose=purpose, event=event, at=at)
+
+
+def decide(
+    *, subject: DataSubject, purpose: Purpose, event: ConsentEvent | None, at: datetime | None = None
+) -> Decision:
+    """The answer for a purpose that needs consent, given the event that governs at `at`."""
     if event is None:
         return Decision(False, "no consent recorded")
     if not event.grants:

@@ -1,6 +1,13 @@
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache, cached_property
+from typing import Any, TypeVar, cast
+
+import psycopg
 from django.db import connections
+from django.db.models import Field, Model
 
 
 def database_url(alias: str) -> str:
@@ -14,3 +21,74 @@ def database_url(alias: str) -> str:
         auth += f":{s['PASSWORD']}"
     host = f"{auth}@" if auth else ""
     return f"postgres://{host}{s.get('HOST') or '127.0.0.1'}:{s.get('PORT') or 5432}/{s['NAME']}"
+
+
+# --- Hot paths: statements written once, values converted as the ORM converts them --------------
+
+M = TypeVar("M", bound=Model)
+Converter = Callable[[Any, Any, Any], Any]
+
+
+@dataclass(frozen=True)
+class Selected:
+    """Model fields a hand-written statement selects, in order, with the backend's converters
+    for each (what the ORM applies: SQLite's text timestamps, UUIDs, JSON, decryption)."""
+
+    fields: tuple[Field[Any, Any], ...]
+    alias: str = "default"
+
+    @cached_property
+    def _converters(self) -> list[tuple[Any, list[Converter]]]:
+        connection = connections[self.alias]
+        plan = []
+        for field in self.fields:
+            col = field.get_col(field.model._meta.db_table)
+            plan.append((col, connection.ops.get_db_converters(col) + col.get_db_converters(connection)))
+        return plan
+
+    def convert(self, row: Sequence[Any]) -> list[Any]:
+        connection = connections[self.alias]
+        values = []
+        for value, (col, converters) in zip(row, self._converters, strict=True):
+            for converter in converters:
+                value = converter(value, col, connection)
+            values.append(value)
+        return values
+
+
+def fetch_one(sql: str, params: Sequence[Any], alias: str = "default") -> tuple[Any, ...] | None:
+    """One row of a statement run many times per connection. On PostgreSQL it is a prepared
+    statement (planned once per connection, then only executed: planning a join costs more
+    than running it); elsewhere a plain execute. Django's cursor still opens, health-checks
+    and error-wraps the connection."""
+    connection = connections[alias]
+    with connection.cursor() as cursor:
+        if connection.vendor != "postgresql":
+            cursor.execute(sql, params)
+            return cast("tuple[Any, ...] | None", cursor.fetchone())
+        with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as prepared:
+            prepared.execute(sql, params, prepare=True)
+            return prepared.fetchone()
+
+
+@cache
+def _row_by_plan(model: type[Model], by: str, names: tuple[str, ...], alias: str) -> tuple[str, Selected]:
+    q = connections[alias].ops.quote_name
+    meta = model._meta
+    selected = Selected(tuple(cast("Field[Any, Any]", meta.get_field(name)) for name in names), alias)
+    columns = ", ".join(q(field.column) for field in selected.fields)
+    # Identifiers only, quoted by the backend; the value is a parameter.
+    where = q(cast("Field[Any, Any]", meta.get_field(by)).column)
+    sql = f"SELECT {columns} FROM {q(meta.db_table)} WHERE {where} = %s"  # noqa: S608
+    return sql, selected
+
+
+def row_by(model: type[M], by: str, value: Any, names: tuple[str, ...], alias: str = "default") -> M | None:
+    """The instance whose unique column `by` equals `value`, with only `names` loaded, by a
+    statement built once per process: what `filter(...).only(...).first()` returns without
+    compiling SQL on every call. For per-request hot paths (the API key of every API call)."""
+    sql, selected = _row_by_plan(model, by, names, alias)
+    row = fetch_one(sql, [value], alias)
+    if row is None:
+        return None
+    return model.from_db(alias, [f.attname for f in selected.fields], selected.convert(row))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -610,6 +611,93 @@ def test_checks_are_rate_limited_per_key(monkeypatch: pytest.MonkeyPatch) -> Non
     assert Client().get(CHECK, query, **quiet).status_code == 200
 
 
+def test_batched_limits_hold_exactly_in_one_process_and_across_processes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A busy key takes its limit from the shared counter in batches; no more than the limit
+    ever passes, whether the hits come from one process or several (each with its own
+    unspent batch)."""
+    from core import ratelimit
+
+    def hit() -> bool:
+        return ratelimit.rate_limited("test-batched", "key-1", limit=50, window=3600, batch=10)
+
+    first = [hit() for _ in range(23)]
+    other_process: dict[tuple[str, str], tuple[int, int]] = {}
+    monkeypatch.setattr(ratelimit, "_reserved", other_process)  # a second process: nothing held
+    second = [hit() for _ in range(40)]
+
+    assert first == [False] * 23
+    # The first process still holds 7 of the 30 it took; the second gets the other 20.
+    assert second == [False] * 20 + [True] * 20
+    assert sum(not limited for limited in first + second) <= 50
+
+
+def _child_user() -> User:
+    user = cast(User, factories.UserFactory())
+    factories.subject(user=user, birth_date=(timezone.now().date() - timedelta(days=365 * 10)).isoformat())
+    return user
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        "granted",
+        "withdrawn",
+        "nothing",
+        "sensitive-not-separate",
+        "sensitive-separate",
+        "contract",
+        "child",
+        "child-with-guardian",
+    ],
+)
+def test_the_one_statement_check_answers_as_may_process(case: str) -> None:
+    from consent.selectors import consent_check_now
+
+    user = _child_user() if case.startswith("child") else _subject_user()
+    code = {"contract": SERVICE, "sensitive-separate": HEALTH}.get(case, MARKETING)
+    if case in ("granted", "withdrawn", "child", "child-with-guardian"):
+        _grant(user)
+    if case == "withdrawn":
+        _grant(user, action="withdraw")
+    if case == "sensitive-separate":
+        _grant(user, HEALTH, separate=True)
+    if case == "sensitive-not-separate":  # granted, then the purpose was found to be sensitive
+        _grant(user, MARKETING)
+        Purpose.objects.filter(code=MARKETING).update(sensitive=True)
+    subject = _subject_of(user)
+    if case == "child-with-guardian":
+        services.guardian_consent_record(
+            subject=subject,
+            actor=SYSTEM,
+            guardian_name="王芳",
+            relationship="mother",
+            guardian_contact="mother@example.cn",
+            verification="documents",
+        )
+
+    fast = consent_check_now(subject_pk=subject.pk, purpose_code=code)
+    reference = services.may_process(subject=subject, purpose=Purpose.objects.get(code=code))
+
+    assert fast.decision is not None
+    assert (fast.decision.allowed, fast.decision.reason) == (reference.allowed, reference.reason)
+    fast_event, reference_event = fast.decision.event, reference.event
+    assert (fast_event and fast_event.receipt_id) == (reference_event and reference_event.receipt_id)
+    assert (fast_event and fast_event.occurred_at) == (reference_event and reference_event.occurred_at)
+    expected = {
+        "granted": True,
+        "withdrawn": False,
+        "nothing": False,
+        "sensitive-not-separate": False,
+        "sensitive-separate": True,
+        "contract": True,
+        "child": False,
+        "child-with-guardian": True,
+    }
+    assert fast.decision.allowed is expected[case]
+
+
 # --- API keys ----------------------------------------------------------------------------------
 
 
@@ -654,6 +742,31 @@ def test_revoking_a_key_stops_it_at_once_and_twice_is_harmless() -> None:
 
     assert Client().get(CHECK, query, **_auth(plaintext)).status_code == 401
     assert AuditEntry.objects.filter(action="apikey.revoked").count() == 1
+
+
+def test_a_key_revoked_elsewhere_stops_within_the_cache_time(settings: Any) -> None:
+    """Another process revokes (here: the row changes behind this process's back): this
+    process stops accepting the key once its cached copy is older than the setting."""
+    settings.QUANYI_API_KEY_CACHE_SECONDS = 0.3
+    key, plaintext = apikeys.api_key_create(name="app-backend", scopes=[apikeys.CONSENT_CHECK])
+    query = {"subject": _subject_of(_subject_user()).reference, "purpose": MARKETING}
+    assert Client().get(CHECK, query, **_auth(plaintext)).status_code == 200
+
+    ApiKey.objects.filter(pk=key.pk).update(revoked_at=timezone.now())
+    time.sleep(0.4)
+
+    assert Client().get(CHECK, query, **_auth(plaintext)).status_code == 401
+
+
+def test_without_the_cache_a_key_is_read_on_every_call(settings: Any) -> None:
+    settings.QUANYI_API_KEY_CACHE_SECONDS = 0
+    key, plaintext = apikeys.api_key_create(name="app-backend", scopes=[apikeys.CONSENT_CHECK])
+    query = {"subject": _subject_of(_subject_user()).reference, "purpose": MARKETING}
+    assert Client().get(CHECK, query, **_auth(plaintext)).status_code == 200
+
+    ApiKey.objects.filter(pk=key.pk).update(revoked_at=timezone.now())
+
+    assert Client().get(CHECK, query, **_auth(plaintext)).status_code == 401
 
 
 def test_last_use_is_recorded_at_most_once_a_minute() -> None:
