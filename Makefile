@@ -14,6 +14,11 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 venv: $(STAMP)
 
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): $(STAMP) requirements-bench.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt
+	@touch $(BENCH_STAMP)
+
 # A local .env so that `python manage.py ...` works in a development checkout (DEBUG on). It is
 # git-ignored and never overwritten; production sets its variables itself (see .env.example).
 .env:
@@ -25,7 +30,7 @@ run: venv .env
 test: venv .env
 	@bash scripts/test.sh
 
-bench: venv
+bench: $(BENCH_STAMP)
 	@bash scripts/bench.sh
 
 lint: venv

@@ -12,93 +12,22 @@ errors.
 from __future__ import annotations
 
 import http.client
-import os
 import random
-import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 from urllib.parse import urlencode
 
 from django.db import connections
 
 from accounts.services import subject_create
+from benchmarks.gunicorn import free_port, serve
 from consent.apikeys import api_key_create
 from consent.models import PolicyVersion, Purpose
 from consent.services import consent_record
 from core.audit import SYSTEM
-from core.db import database_url
 
-ROOT = Path(__file__).resolve().parent.parent
 CLIENTS = 8
 SECONDS = 4.0
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _serve(port: int) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
-    env.update(
-        DEBUG="false",
-        SECRET_KEY="bench-" + "x" * 50,
-        QUANYI_BENCH_ENDPOINTS="true",
-        QUANYI_CONSENT_CHECK_RATE="100000000",  # measure the work, not the per-key limit
-        ALLOWED_HOSTS="127.0.0.1",
-        SECURE_SSL_REDIRECT="false",
-        DATABASE_URL=database_url("default"),
-        KEYSTORE_DATABASE_URL=database_url("keystore"),
-        PRODUCT_DATABASE_URL=database_url("product"),
-        LOG_LEVEL="WARNING",
-    )
-    # Production refuses to start without its secrets: reuse the development ones of this run.
-    from django.conf import settings
-
-    env.update(
-        QUANYI_MASTER_KEYS=",".join(settings.QUANYI_MASTER_KEYS),
-        QUANYI_BLIND_INDEX_KEY=settings.QUANYI_BLIND_INDEX_KEY,
-        QUANYI_RECEIPT_SIGNING_KEY=settings.QUANYI_RECEIPT_SIGNING_KEY,
-        QUANYI_BACKUP_KEY=",".join(settings.QUANYI_BACKUP_KEY)
-        if isinstance(settings.QUANYI_BACKUP_KEY, list | tuple)
-        else str(settings.QUANYI_BACKUP_KEY),
-    )
-    workers = str(max(2, os.cpu_count() or 2))
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "config.wsgi",
-            f"--bind=127.0.0.1:{port}",
-            f"--workers={workers}",
-            "--worker-class=gthread",
-            "--threads=4",
-            "--keep-alive=30",
-            "--log-level=warning",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                return proc
-        except OSError:
-            if proc.poll() is not None:
-                raise RuntimeError(
-                    f"gunicorn died: {proc.stderr.read().decode() if proc.stderr else ''}"
-                ) from None
-            time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError("gunicorn did not start")
 
 
 def _load(port: int, paths: list[str], headers: dict[str, str]) -> tuple[float, int, int]:
@@ -156,8 +85,8 @@ def run() -> list[dict[str, object]]:
     for connection in connections.all():
         connection.close()  # the server's processes need the test databases unlocked (SQLite)
 
-    port = _free_port()
-    server = _serve(port)
+    port = free_port()
+    server = serve(port)
     try:
         _load(port, ["/__bench__/json/"], headers)  # warm up both
         _load(port, ours_paths[:10], headers)
