@@ -4,8 +4,9 @@ every role that can knock on it.
 Roles (columns, in this order): `anon` nobody signed in; `subj` the data subject who owns the
 objects in the URL; `other` another data subject; `key` a product service with an API key
 (`Authorization: Api-Key …`, as the consent check uses it); `auditor`, `agent`, `dpo` the
-staff roles of accounts/roles.py. Staff sign in with `force_login`: the admin needs no second
-factor of its own (accounts/ and config/settings.py enforce none; allauth's MFA is per account).
+staff roles of accounts/roles.py. Everyone signed in holds the session `force_login` would
+give them: the admin asks for no second factor of its own (accounts/ and config/settings.py
+enforce none; allauth's MFA is per account, for those who turned it on).
 
 One table says what each cell answers, for GET and for POST:
 - `EXPECT`: URL name (or route, for unnamed patterns) → `Row`, seven outcomes per method.
@@ -34,11 +35,14 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import cache as cache_once
 from functools import cached_property
+from importlib import import_module
 from typing import Any, cast
 
 import pytest
 from django.apps import apps
+from django.conf import settings
 from django.contrib import admin
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.auth.hashers import make_password
 from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -638,7 +642,14 @@ class World:
             client.defaults["HTTP_AUTHORIZATION"] = f"Api-Key {self.api_secret}"
         elif role != "anon":
             user = {"subj": self.subject_user, "other": self.other_user}.get(role) or self.staff[role]
-            client.force_login(user)
+            # What force_login leaves in the session, without the sign-in signals (the matrix
+            # signs in seven hundred times a run; signing in itself is tested elsewhere).
+            session = import_module(settings.SESSION_ENGINE).SessionStore()
+            session[SESSION_KEY] = str(user.pk)
+            session[BACKEND_SESSION_KEY] = settings.AUTHENTICATION_BACKENDS[0]
+            session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+            session.save()
+            client.cookies[settings.SESSION_COOKIE_NAME] = session.session_key
         return client
 
     @property
