@@ -17,10 +17,13 @@ One table says what each cell answers, for GET and for POST:
 A URL pattern with no row fails the test, naming the pattern.
 
 Outcomes: a status code, or `login` (302 to the portal sign-in), `admin` (302 to the admin
-sign-in, which hands over to allauth), `reauth` (302 to allauth's reauthentication).
+sign-in, which hands over to allauth), `reauth` (302 to allauth's reauthentication). A `~` in
+front (`~302`) marks an answer that is not an error but must change nothing all the same: e.g.
+another subject pressing "undo cancellation" has none to undo and must not undo the subject's.
 
-A cell that answers 4xx, or sends the caller to sign in, must change nothing: every table of
-Quanyi's models (in every database, the key store included) reads the same before and after
+A cell that answers 4xx, sends the caller to sign in, or is marked `~` must change nothing:
+every table of Quanyi's, allauth's and the admin log's models (in every database, the key
+store included) reads the same before and after
 all such cells of a URL have run, the audit log included — a refused request writes no audit
 entry (refusals are logged by the web server, not as evidence about a person). Cells that are
 allowed run after that, POSTs last, in column order (the DPO, the only role that deletes
