@@ -94,15 +94,28 @@ class DataSubjectAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
         obj = super().get_object(request, object_id, from_field)
         if obj is None:
             return None
-        if _may_see(request):
-            audit_log(actor=Actor.of(request.user), action="subject.sensitive_viewed", obj=obj)
-        else:
+        if not _may_see(request):
             obj.full_name = mask_name(obj.full_name)
             obj.email = mask_email(obj.email)
             obj.phone = mask_phone(obj.phone)
             obj.id_number = mask_id_number(obj.id_number)
             obj.birth_date = (obj.birth_date or "")[:4] + "-**-**" if obj.birth_date else None
         return obj
+
+    def render_change_form(
+        self,
+        request: HttpRequest,
+        context: dict[str, Any],
+        add: bool = False,
+        change: bool = False,
+        form_url: str = "",
+        obj: Any = None,
+    ) -> Any:
+        # Audited where the values are shown, not where the object is loaded: a refused delete
+        # or a history page loads it too, and shows nothing in clear.
+        if obj is not None and _may_see(request):
+            audit_log(actor=Actor.of(request.user), action="subject.sensitive_viewed", obj=obj)
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def save_model(self, request: HttpRequest, obj: DataSubject, form: Any, change: bool) -> None:
         from accounts.services import subject_update

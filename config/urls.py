@@ -3,7 +3,7 @@ from __future__ import annotations
 from allauth.account.decorators import secure_admin_login
 from django.conf import settings
 from django.contrib import admin
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from core import views as core_views
@@ -21,6 +21,12 @@ urlpatterns = [
     path("api/v1/", include("consent.api_urls")),
     path("", include("consent.urls")),
     path("accounts/", include("allauth.urls")),
+    # Before allauth's own routes, which they shadow: see core.views.no_phone_sign_in.
+    re_path(
+        r"^_allauth/(?:app|browser)/v1/(?:account/phone|auth/phone/verify|auth/phone/verify/resend)$",
+        core_views.no_phone_sign_in,
+        name="headless-no-phone",
+    ),
     path("_allauth/", include("allauth.headless.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
     path("admin/", admin.site.urls),

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from django.db import connections
 from django.http import HttpRequest, JsonResponse
+from django.utils.translation import gettext as _
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
@@ -36,3 +37,11 @@ def bench_bare_json(request: HttpRequest) -> JsonResponse:
     served by the same process with the same middleware. Routed only when
     QUANYI_BENCH_ENDPOINTS is on (never in production)."""
     return JsonResponse({"allowed": True})
+
+
+def no_phone_sign_in(request: HttpRequest) -> JsonResponse:
+    """allauth.headless routes its phone-number endpoints whatever the login methods. Quanyi signs
+    in by e-mail only and keeps no phone number for allauth, so they answer 404 (in allauth's
+    error shape) instead of failing inside the account adapter."""
+    message = _("Quanyi has no sign-in by phone number.")
+    return JsonResponse({"status": 404, "errors": [{"message": message, "code": "not_found"}]}, status=404)
