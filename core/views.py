@@ -1,9 +1,11 @@
 from __future__ import annotations
 
 from django.db import connections
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.views import defaults
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+from rest_framework.exceptions import NotFound
 
 from core.maintenance import maintenance_active
 from core.models import Heartbeat
@@ -36,3 +38,11 @@ def bench_bare_json(request: HttpRequest) -> JsonResponse:
     served by the same process with the same middleware. Routed only when
     QUANYI_BENCH_ENDPOINTS is on (never in production)."""
     return JsonResponse({"allowed": True})
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """404 for a URL no route matches: JSON under /api/ (what API clients parse and what the
+    OpenAPI schema documents), the usual page elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": str(NotFound.default_detail)}, status=404)
+    return defaults.page_not_found(request, exception)
