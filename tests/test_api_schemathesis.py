@@ -167,7 +167,7 @@ def api_key() -> str:
 
 
 def _aim(case: Case, subject: Subject) -> None:
-    """Point every other generated id, receipt, subject reference and purpose code at the
+    """Point about half the generated ids, receipts, subject references and purpose codes at the
     subject's own, so the code past the "does it exist, is it yours" lookup is fuzzed too
     (serializers over real rows, withdrawing, downloading, receipts, consent checks); the rest
     stay as generated (not found, too large, malformed). Which ones depends only on the
