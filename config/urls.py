@@ -13,6 +13,9 @@ admin.site.login = secure_admin_login(admin.site.login)  # type: ignore[method-a
 admin.site.site_header = "Quanyi 权益"
 admin.site.site_title = "Quanyi"
 
+# Under /api/ an unmatched URL (e.g. a path id that is not a number) answers JSON like the API.
+handler404 = core_views.not_found
+
 urlpatterns = [
     path("", include("accounts.urls")),
     path("account/cancel/", include("dsar.cancellation_urls")),

@@ -42,11 +42,11 @@ from accounts.services import subject_for_user
 from consent import receipts, services
 from consent.apikeys import CONSENT_CHECK
 from consent.authentication import ApiKeyAuthentication, HasScope
-from consent.models import ApiKey, ConsentEvent, ConsentState, PolicyVersion, Purpose
+from consent.models import ApiKey, ChangeKind, ConsentEvent, ConsentState, PolicyVersion, Purpose
 from consent.selectors import consent_check_now
 from core.audit import Actor
 from core.ratelimit import rate_limited
-from dsar.api import DetailSerializer  # one shared "Detail" component in the schema
+from dsar.api import NO_PAGE, DetailSerializer  # one shared "Detail" component in the schema
 
 MAX_BULK_CHECKS: Final = 500
 # Requests per API key and minute on the consent-check endpoints (a bulk call counts once).
@@ -156,6 +156,14 @@ class ConsentRecordSerializer(serializers.Serializer):
 
 
 class PolicySerializer(serializers.ModelSerializer):
+    # Declared: the model field is blank=True, which a read-only model field does not carry
+    # into the schema, and a version that is not a material change has "" here.
+    change_kind = serializers.ChoiceField(
+        choices=ChangeKind.choices,
+        allow_blank=True,
+        read_only=True,
+        help_text="Empty unless the version is a material change.",
+    )
     change_kind_label = serializers.CharField(source="get_change_kind_display", read_only=True)
 
     class Meta:
@@ -400,7 +408,7 @@ class ConsentHistory(generics.ListAPIView):
 
     @extend_schema(
         summary="Your consent ledger, newest first",
-        responses={200: ConsentEventSerializer(many=True), 403: _DENIED},
+        responses={200: ConsentEventSerializer(many=True), 403: _DENIED, 404: NO_PAGE},
     )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)

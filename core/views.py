@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 from django.db import connections
-from django.http import HttpRequest, JsonResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils.translation import gettext as _
+from django.views import defaults
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
+from rest_framework.exceptions import NotFound
 
 from core.maintenance import maintenance_active
 from core.models import Heartbeat
@@ -45,3 +47,11 @@ def no_phone_sign_in(request: HttpRequest) -> JsonResponse:
     error shape) instead of failing inside the account adapter."""
     message = _("Quanyi has no sign-in by phone number.")
     return JsonResponse({"status": 404, "errors": [{"message": message, "code": "not_found"}]}, status=404)
+
+
+def not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """404 for a URL no route matches: JSON under /api/ (what API clients parse and what the
+    OpenAPI schema documents), the usual page elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": str(NotFound.default_detail)}, status=404)
+    return defaults.page_not_found(request, exception)

@@ -128,7 +128,7 @@ class CorrectionSerializer(serializers.Serializer):
 
 class RequestDetailSerializer(RequestSerializer):
     explanation = serializers.SerializerMethodField()
-    details = serializers.CharField(read_only=True)
+    details = serializers.SerializerMethodField()
     answer = serializers.SerializerMethodField()
     refusal_ground = serializers.SerializerMethodField()
     refusal_ground_label = serializers.SerializerMethodField()
@@ -152,6 +152,10 @@ class RequestDetailSerializer(RequestSerializer):
 
     def get_explanation(self, obj: DataSubjectRequest) -> str:
         return str(TYPE_EXPLANATIONS.get(obj.type, ""))
+
+    def get_details(self, obj: DataSubjectRequest) -> str:
+        # Stored as NULL when none were given (or once shredded): "" here, like `answer`.
+        return obj.details or ""
 
     def get_answer(self, obj: DataSubjectRequest) -> str:
         return (obj.answer or "") if obj.status == Status.COMPLETED else ""
@@ -359,6 +363,17 @@ class CodeSerializer(serializers.Serializer):
     code = serializers.RegexField(r"^\s*\d{6}\s*$", max_length=12)
 
 
+class CodeRejectedSerializer(serializers.Serializer):
+    """400 of the verify call: field messages for a malformed code, `detail` for a wrong one."""
+
+    detail = serializers.CharField(
+        required=False, help_text="Why the code was not accepted: wrong, expired, or too many tries."
+    )
+    code = serializers.ListField(
+        child=serializers.CharField(), required=False, help_text="The code is missing or not 6 digits."
+    )
+
+
 class PublicRequestVerifiedSerializer(serializers.Serializer):
     id = serializers.IntegerField()
     reference = serializers.CharField()
@@ -400,6 +415,9 @@ class IsSubject(BasePermission):
 _DOC_400 = OpenApiResponse(description="Invalid input: field messages.")
 _DENIED = OpenApiResponse(DetailSerializer, description="Not signed in, or a staff account.")
 _LIMITED = OpenApiResponse(DetailSerializer, description="Too many attempts: try again later.")
+# DRF's page-number pagination answers 404 for a page that is not a positive number or is
+# past the end.
+NO_PAGE = OpenApiResponse(DetailSerializer, description="No such page.")
 
 # --- Views -----------------------------------------------------------------------------------
 
@@ -413,7 +431,8 @@ class RequestListCreate(generics.ListAPIView):
         return views.own_requests_for_list(self.request.user)
 
     @extend_schema(
-        summary="Your requests, newest first", responses={200: RequestSerializer(many=True), 403: _DENIED}
+        summary="Your requests, newest first",
+        responses={200: RequestSerializer(many=True), 403: _DENIED, 404: NO_PAGE},
     )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
@@ -676,7 +695,7 @@ class PublicRequestVerify(APIView):
         request=CodeSerializer,
         responses={
             200: PublicRequestVerifiedSerializer,
-            400: DetailSerializer,
+            400: CodeRejectedSerializer,
             404: DetailSerializer,
             429: _LIMITED,
         },

@@ -21,11 +21,12 @@ from django.utils import timezone, translation
 from accounts.models import DataSubject, User
 from accounts.roles import AGENT, AUDITOR, DPO
 from consent import api, apikeys, receipts, services
-from consent.models import ApiKey, ConsentEvent, LegalBasis, PolicyVersion, Purpose
+from consent.models import ApiKey, ChangeKind, ConsentEvent, LegalBasis, PolicyVersion, Purpose
 from core.audit import SYSTEM, Actor
 from core.models import AuditEntry
 from tests import factories
 from tests.conftest import ALL
+from tests.openapi import documented, resolve, served_schema
 
 pytestmark = pytest.mark.django_db(databases=ALL)
 
@@ -336,6 +337,16 @@ def test_history_is_my_ledger_newest_first_and_paginated(client: Client) -> None
     assert first["results"][1]["action"] == "withdraw"
 
 
+def test_a_page_past_the_end_of_the_ledger_answers_404_as_documented(client: Client) -> None:
+    # Found by schemathesis: ?page=-267470347 answered an undocumented 404.
+    client.force_login(_subject_user())
+
+    responses = [client.get(HISTORY, {"page": page}, HTTP_ACCEPT_LANGUAGE="en") for page in ("-1", "9", "x")]
+
+    assert [(r.status_code, r.json()) for r in responses] == [(404, {"detail": "Invalid page."})] * 3
+    assert documented("/api/v1/consents/history/", "GET", 404)["required"] == ["detail"]
+
+
 # --- Receipts ----------------------------------------------------------------------------------
 
 
@@ -424,6 +435,16 @@ def test_the_current_policy_is_public(catalogue: dict[str, Any]) -> None:
     assert (body["version"], body["title_zh"], body["title_en"]) == (1, "隐私政策", "Privacy policy")
     assert (body["summary_zh"], body["material"], body["change_kind"]) == ("首个版本", False, "")
     assert body["effective_at"] == catalogue["policy"].effective_at.isoformat().replace("+00:00", "Z")
+
+
+def test_a_policy_that_is_no_material_change_has_a_blank_kind_as_documented() -> None:
+    # Found by schemathesis: "change_kind": "" was not one of the documented values.
+    response = Client().get(POLICY)
+
+    assert (response.json()["change_kind"], response.json()["change_kind_label"]) == ("", "")
+    schema = served_schema()
+    kinds = schema["components"]["schemas"]["Policy"]["properties"]["change_kind"]["oneOf"]
+    assert [resolve(schema, kind)["enum"] for kind in kinds] == [[c.value for c in ChangeKind], [""]]
 
 
 def test_without_a_published_policy_the_answer_is_404() -> None:

@@ -33,6 +33,7 @@ from dsar.models import (
 )
 from tests import factories
 from tests.conftest import ALL
+from tests.openapi import documented
 
 pytestmark = pytest.mark.django_db(databases=ALL)
 SHANGHAI = ZoneInfo("Asia/Shanghai")
@@ -144,6 +145,29 @@ def test_create_without_a_recent_reauthentication_awaits_verification(client: Cl
     assert response.status_code == 201
     assert response.json()["status"] == Status.AWAITING_VERIFICATION
     assert response.json()["due_date"] is None
+
+
+def test_a_request_without_details_shows_them_as_empty_text(client: Client) -> None:
+    # Found by schemathesis: "details": null (stored NULL when none are given) where the schema
+    # says a string.
+    client.force_login(_subject_user())
+
+    created = _json(client, LIST, {"type": "access"})
+    shown = client.get(f"{LIST}{created.json()['id']}/")
+
+    assert (created.status_code, created.json()["details"]) == (201, "")
+    assert (shown.status_code, shown.json()["details"]) == (200, "")
+    assert DataSubjectRequest.objects.get(pk=created.json()["id"]).details is None
+
+
+def test_a_page_past_the_end_of_my_requests_answers_404_as_documented(client: Client) -> None:
+    # Found by schemathesis: ?page=-30243679632497 answered an undocumented 404.
+    client.force_login(_subject_user())
+
+    responses = [client.get(LIST, {"page": page}, HTTP_ACCEPT_LANGUAGE="en") for page in ("-1", "2", "x")]
+
+    assert [(r.status_code, r.json()) for r in responses] == [(404, {"detail": "Invalid page."})] * 3
+    assert documented("/api/v1/requests/", "GET", 404)["required"] == ["detail"]
 
 
 def test_create_on_behalf_with_a_multipart_upload(client: Client) -> None:
@@ -439,6 +463,18 @@ def test_public_create_then_wrong_code_then_right_code(
     }
     dsr.refresh_from_db()
     assert dsr.contact_verified_at is not None
+
+
+def test_a_missing_code_answers_field_messages_as_documented(client: Client) -> None:
+    # Found by schemathesis: the 400 of verify was documented as {"detail"} only, but a
+    # missing or malformed code answers field messages.
+    dsr = _request_of(_subject_user())
+
+    response = _json(client, f"{PUBLIC}{dsr.pk}/verify/", {}, HTTP_ACCEPT_LANGUAGE="en")
+
+    assert (response.status_code, response.json()) == (400, {"code": ["This field is required."]})
+    body = documented("/api/v1/public/requests/{id}/verify/", "POST", 400)
+    assert (sorted(body["properties"]), body.get("required", [])) == (["code", "detail"], [])
 
 
 def test_five_wrong_codes_lock_it_and_a_resent_code_unlocks(

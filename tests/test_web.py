@@ -56,3 +56,15 @@ def test_the_openapi_schema_validates_without_warnings(tmp_path) -> None:  # typ
         "/api/v1/public/requests/{id}/verify/",
     ):
         assert f"  {path}:" in schema
+
+
+def test_an_api_url_that_no_route_matches_answers_json_404_and_a_page_stays_html(client: Client) -> None:
+    # Found by schemathesis: a path id that is not a number (/api/v1/requests/-0.05/) matched
+    # no route and got Django's HTML page, which the schema does not document.
+    api = client.get("/api/v1/requests/-0.05/", HTTP_ACCEPT_LANGUAGE="en")
+    page = client.get("/no-such-page/", HTTP_ACCEPT_LANGUAGE="en")
+
+    assert (api.status_code, api["Content-Type"]) == (404, "application/json")
+    assert api.json() == {"detail": "Not found."}
+    assert page.status_code == 404
+    assert page["Content-Type"].startswith("text/html")
