@@ -368,6 +368,10 @@ CELERY_BEAT_SCHEDULE = {
     # group about legal holds past their review date (each hold at most once a day).
     "retention-sweep": {"task": "retention.tasks.retention_sweep", "schedule": 24 * 3600.0},
 }
+# /healthz: how long the broker connection check may take, and how old the worker's heartbeat
+# (written every minute) may be before the worker counts as stale (status "degraded").
+QUANYI_HEALTH_BROKER_TIMEOUT = env.float("QUANYI_HEALTH_BROKER_TIMEOUT", default=1.5)
+QUANYI_HEARTBEAT_STALE_SECONDS = env.int("QUANYI_HEARTBEAT_STALE_SECONDS", default=180)
 QUANYI_OUTBOX_RESEND_AFTER_SECONDS = env.int("QUANYI_OUTBOX_RESEND_AFTER_SECONDS", default=600)
 # `make bench` only: serve a bare JSON view as the baseline of the API throughput benchmarks.
 QUANYI_BENCH_ENDPOINTS = env.bool("QUANYI_BENCH_ENDPOINTS", default=False)
