@@ -26,6 +26,7 @@ CONSENT_CHECK: Final = "consent:check"
 SCOPES: Final = frozenset({CONSENT_CHECK})
 PREFIX_LENGTH: Final = 8
 TOUCH_INTERVAL: Final = timedelta(minutes=1)
+NAME_MAX: Final = 100  # ApiKey.name
 
 # Compared against when the prefix is unknown, so that a miss costs about what a hit does.
 _NO_HASH: Final = hashlib.sha256(b"no such key").hexdigest()
@@ -45,6 +46,10 @@ def api_key_create(*, name: str, scopes: list[str], actor: Actor = SYSTEM) -> tu
     name = name.strip()
     if not name:
         raise ValidationError({"name": _("Name the service account the key is for.")})
+    if len(name) > NAME_MAX:
+        raise ValidationError(
+            {"name": _("The name can have at most %(max)d characters.") % {"max": NAME_MAX}}
+        )
     unknown = sorted(set(scopes) - SCOPES)
     if unknown:
         raise ValidationError({"scopes": _("Unknown scope: %(scopes)s.") % {"scopes": ", ".join(unknown)}})
@@ -54,7 +59,7 @@ def api_key_create(*, name: str, scopes: list[str], actor: Actor = SYSTEM) -> tu
         try:
             with transaction.atomic():
                 key = ApiKey.objects.create(
-                    name=name[:100],
+                    name=name,
                     prefix=prefix,
                     key_hash=secret_hash(secret),
                     scopes=sorted(set(scopes)),

@@ -381,6 +381,17 @@ def schema_problems(source: SourceMap) -> tuple[list[str], list[str]]:
 def sources_check(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """System check: every data-map file parses and names only tables and columns that exist."""
     out: list[checks.CheckMessage] = []
+    if not Path(settings.QUANYI_SOURCES_DIR).is_dir():
+        # Legitimate only where no product data exists; a mistyped path would otherwise make
+        # every export and erasure silently skip the product's data.
+        out.append(
+            checks.Warning(
+                f"QUANYI_SOURCES_DIR {str(settings.QUANYI_SOURCES_DIR)!r} is not a folder: no data-map "
+                "file is read, so exports and erasures cover no product database.",
+                hint="Point QUANYI_SOURCES_DIR at the folder of data-map files.",
+                id="quanyi.W101",
+            )
+        )
     try:
         maps = _load_dir(str(settings.QUANYI_SOURCES_DIR))
     except SourceMapError as exc:
