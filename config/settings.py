@@ -444,6 +444,10 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", defa
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
 if env.bool("QUANYI_BEHIND_PROXY", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # Rate limits count clients by address. Behind proxies every request comes from a proxy, so
+    # the client is the X-Forwarded-For entry the last of them appended (entries before it are
+    # the client's own word and are ignored); without this one client would lock out everyone.
+    ALLAUTH_TRUSTED_PROXY_COUNT = env.int("QUANYI_TRUSTED_PROXY_COUNT", default=1)
 QUANYI_CSP = env.str(
     "QUANYI_CSP",
     default=(
