@@ -464,7 +464,9 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    # Never below INFO, whatever LOG_LEVEL says: at DEBUG these log SQL with its parameters and
+    # whole template contexts (the person's e-mail, phone and ID number with them).
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "django.template": {"level": "INFO"}},
 }
 
 # Quanyi's own labels for the UI, marked for translation.
