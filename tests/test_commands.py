@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, manage, subprocess_env
+from tests.conftest import ALL, ROOT, manage, subprocess_env
 
-# The subprocesses use the (migrated, empty) test databases; no case needs a row, and none may
-# write one, so the tests hold no transaction of their own.
-pytestmark = pytest.mark.usefixtures("django_db_setup")
+# The subprocesses use the test databases (the mark is what points `manage` at them).
+pytestmark = pytest.mark.django_db(transaction=True, databases=ALL)
 
 NO_SUCH_BACKUP = "00000000-0000-0000-0000-000000000000"
 # Another branch adds this command with its own tests.
