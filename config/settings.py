@@ -368,6 +368,10 @@ CELERY_BEAT_SCHEDULE = {
     # group about legal holds past their review date (each hold at most once a day).
     "retention-sweep": {"task": "retention.tasks.retention_sweep", "schedule": 24 * 3600.0},
 }
+# /healthz: how long the broker connection check may take, and how old the worker's heartbeat
+# (written every minute) may be before the worker counts as stale (status "degraded").
+QUANYI_HEALTH_BROKER_TIMEOUT = env.float("QUANYI_HEALTH_BROKER_TIMEOUT", default=1.5)
+QUANYI_HEARTBEAT_STALE_SECONDS = env.int("QUANYI_HEARTBEAT_STALE_SECONDS", default=180)
 QUANYI_OUTBOX_RESEND_AFTER_SECONDS = env.int("QUANYI_OUTBOX_RESEND_AFTER_SECONDS", default=600)
 # `make bench` only: serve a bare JSON view as the baseline of the API throughput benchmarks.
 QUANYI_BENCH_ENDPOINTS = env.bool("QUANYI_BENCH_ENDPOINTS", default=False)
@@ -446,6 +450,10 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", defa
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=not DEBUG)
 if env.bool("QUANYI_BEHIND_PROXY", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    # Rate limits count clients by address. Behind proxies every request comes from a proxy, so
+    # the client is the X-Forwarded-For entry the last of them appended (entries before it are
+    # the client's own word and are ignored); without this one client would lock out everyone.
+    ALLAUTH_TRUSTED_PROXY_COUNT = env.int("QUANYI_TRUSTED_PROXY_COUNT", default=1)
 QUANYI_CSP = env.str(
     "QUANYI_CSP",
     default=(
@@ -462,7 +470,9 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    # Never below INFO, whatever LOG_LEVEL says: at DEBUG these log SQL with its parameters and
+    # whole template contexts (the person's e-mail, phone and ID number with them).
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "django.template": {"level": "INFO"}},
 }
 
 # Quanyi's own labels for the UI, marked for translation.

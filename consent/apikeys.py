@@ -29,6 +29,7 @@ CONSENT_CHECK: Final = "consent:check"
 SCOPES: Final = frozenset({CONSENT_CHECK})
 PREFIX_LENGTH: Final = 8
 TOUCH_INTERVAL: Final = timedelta(minutes=1)
+NAME_MAX: Final = 100  # ApiKey.name
 
 # What authentication needs of a key, read on every API call (see core.db.row_by).
 _KEY_FIELDS: Final = ("id", "name", "prefix", "key_hash", "scopes", "last_used_at", "revoked_at")
@@ -55,6 +56,10 @@ def api_key_create(*, name: str, scopes: list[str], actor: Actor = SYSTEM) -> tu
     name = name.strip()
     if not name:
         raise ValidationError({"name": _("Name the service account the key is for.")})
+    if len(name) > NAME_MAX:
+        raise ValidationError(
+            {"name": _("The name can have at most %(max)d characters.") % {"max": NAME_MAX}}
+        )
     unknown = sorted(set(scopes) - SCOPES)
     if unknown:
         raise ValidationError({"scopes": _("Unknown scope: %(scopes)s.") % {"scopes": ", ".join(unknown)}})
@@ -64,7 +69,7 @@ def api_key_create(*, name: str, scopes: list[str], actor: Actor = SYSTEM) -> tu
         try:
             with transaction.atomic():
                 key = ApiKey.objects.create(
-                    name=name[:100],
+                    name=name,
                     prefix=prefix,
                     key_hash=secret_hash(secret),
                     scopes=sorted(set(scopes)),

@@ -10,7 +10,7 @@ import functools
 import logging
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NamedTuple, ParamSpec, TypeVar
 
 from django.db.models import F, Q
 from django.utils import timezone
@@ -22,6 +22,15 @@ log = logging.getLogger(__name__)
 P = ParamSpec("P")
 R = TypeVar("R")
 SKIPPED = "skipped"
+ALERT = "alert"
+
+
+class JobOutcome(NamedTuple):
+    """What a job returns when its run needs a person's attention (`status` ALERT): the job
+    ran, but found something wrong. /healthz and the admin show it until a later run is fine."""
+
+    status: str
+    detail: str
 
 
 def job_claim(name: str, *, hold: timedelta) -> bool:
@@ -59,12 +68,29 @@ def singleton_job(name: str, *, every: timedelta) -> Callable[[Callable[P, R]], 
             except Exception as exc:
                 job_finish(name, status="failed", detail=type(exc).__name__)
                 raise
-            job_finish(name, status="ok", detail=str(result))
+            if isinstance(result, JobOutcome):
+                job_finish(name, status=result.status, detail=result.detail)
+            else:
+                job_finish(name, status="ok", detail=str(result))
             return result
 
         return wrapper
 
     return decorate
+
+
+def job_ran(name: str) -> None:
+    """Record a run of a job that needs no claim (the heartbeat: running it twice is harmless)."""
+    now = timezone.now()
+    JobState.objects.get_or_create(name=name)
+    JobState.objects.filter(name=name).update(
+        last_started_at=now, last_finished_at=now, last_status="ok", runs=F("runs") + 1
+    )
+
+
+def job_alerts() -> list[JobState]:
+    """Jobs whose last run raised an alarm (e.g. a broken audit chain), for the admin banner."""
+    return list(JobState.objects.filter(last_status=ALERT).order_by("name"))
 
 
 def job_states() -> dict[str, dict[str, Any]]:

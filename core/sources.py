@@ -381,6 +381,17 @@ def schema_problems(source: SourceMap) -> tuple[list[str], list[str]]:
 def sources_check(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:
     """System check: every data-map file parses and names only tables and columns that exist."""
     out: list[checks.CheckMessage] = []
+    if not Path(settings.QUANYI_SOURCES_DIR).is_dir():
+        # Legitimate only where no product data exists; a mistyped path would otherwise make
+        # every export and erasure silently skip the product's data.
+        out.append(
+            checks.Warning(
+                f"QUANYI_SOURCES_DIR {str(settings.QUANYI_SOURCES_DIR)!r} is not a folder: no data-map "
+                "file is read, so exports and erasures cover no product database.",
+                hint="Point QUANYI_SOURCES_DIR at the folder of data-map files.",
+                id="quanyi.W101",
+            )
+        )
     try:
         maps = _load_dir(str(settings.QUANYI_SOURCES_DIR))
     except SourceMapError as exc:
@@ -445,7 +456,7 @@ def root_ids(source: SourceMap, table: Table, identifiers: Identifiers) -> list[
     if not clauses:
         return []
     sql = (
-        f"SELECT {_q(source, table.pk)} FROM {_q(source, table.name)} WHERE {' OR '.join(clauses)} ORDER BY 1"
+        f"SELECT {_q(source, table.pk)} FROM {_q(source, table.name)} WHERE {' OR '.join(clauses)} ORDER BY 1"  # noqa: S608 - quoted data-map names; values are params
     )
     with connections[source.database].cursor() as cursor:
         cursor.execute(sql, params)
@@ -479,7 +490,7 @@ class SubjectRows:
                 return "1 = 0", []
             return f"{_q(self.source, table.parent_column)} IN ({_in(ids)})", ids
         inner, params = self.where(parent)
-        sub = f"SELECT {_q(self.source, parent.pk)} FROM {_q(self.source, parent.name)} WHERE {inner}"
+        sub = f"SELECT {_q(self.source, parent.pk)} FROM {_q(self.source, parent.name)} WHERE {inner}"  # noqa: S608 - quoted data-map names; values are params
         return f"{_q(self.source, table.parent_column)} IN ({sub})", params
 
 
@@ -498,7 +509,7 @@ def subject_rows_from(source: SourceMap, roots: Mapping[str, Sequence[Any]]) -> 
 
 def count_rows(rows: SubjectRows, table: Table) -> int:
     where, params = rows.where(table)
-    sql = f"SELECT COUNT(*) FROM {_q(rows.source, table.name)} WHERE {where}"
+    sql = f"SELECT COUNT(*) FROM {_q(rows.source, table.name)} WHERE {where}"  # noqa: S608 - quoted data-map names; values are params
     with connections[rows.source.database].cursor() as cursor:
         cursor.execute(sql, params)
         return int(cursor.fetchone()[0])
@@ -519,7 +530,7 @@ def iter_rows(
     while True:
         cond = where if after is None else f"({where}) AND {pk} > %s"
         args = params if after is None else [*params, after]
-        sql = f"SELECT {select} FROM {_q(src, table.name)} WHERE {cond} ORDER BY {pk} LIMIT {int(batch)}"
+        sql = f"SELECT {select} FROM {_q(src, table.name)} WHERE {cond} ORDER BY {pk} LIMIT {int(batch)}"  # noqa: S608 - quoted data-map names; values are params
         with connections[src.database].cursor() as cursor:
             cursor.execute(sql, args)
             chunk = [tuple(r) for r in cursor.fetchall()]
@@ -559,7 +570,7 @@ def key_range(rows: SubjectRows, table: Table) -> tuple[Any, Any]:
     """(lowest key, highest key) of the subject's rows in `table`: both ends of an index."""
     pk = _q(rows.source, table.pk)
     where, params = rows.where(table)
-    sql = f"SELECT MIN({pk}), MAX({pk}) FROM {_q(rows.source, table.name)} WHERE {where}"
+    sql = f"SELECT MIN({pk}), MAX({pk}) FROM {_q(rows.source, table.name)} WHERE {where}"  # noqa: S608 - quoted data-map names; values are params
     with connections[rows.source.database].cursor() as cursor:
         cursor.execute(sql, params)
         lo, hi = cursor.fetchone()
@@ -590,7 +601,7 @@ def erase_batch(
             cond = where if after is None else f"({where}) AND {pk} > %s"
             args = params if after is None else [*params, after]
             cursor.execute(
-                f"SELECT MIN({pk}), MAX({pk}), COUNT(*) FROM (SELECT {pk} FROM {_q(src, table.name)} "
+                f"SELECT MIN({pk}), MAX({pk}), COUNT(*) FROM (SELECT {pk} FROM {_q(src, table.name)} "  # noqa: S608 - quoted data-map names; values are params
                 f"WHERE {cond} ORDER BY {pk} LIMIT {int(limit)}) AS batch",
                 args,
             )
@@ -601,7 +612,7 @@ def erase_batch(
             in_range = f"({where}) AND {pk} >= %s AND {pk} <= %s"
             range_args = [*params, lo, hi]
         if table.deletes_rows:
-            cursor.execute(f"DELETE FROM {_q(src, table.name)} WHERE {in_range}", range_args)
+            cursor.execute(f"DELETE FROM {_q(src, table.name)} WHERE {in_range}", range_args)  # noqa: S608 - quoted data-map names; values are params
             return BatchResult(hi, n if n >= 0 else max(cursor.rowcount, 0))
         sets: list[str] = []
         for column in table.columns.values():
@@ -623,7 +634,7 @@ def erase_batch(
             if restricts:
                 set_args.append(timezone.now())
             cursor.execute(
-                f"UPDATE {_q(src, table.name)} SET {', '.join(sets)} WHERE {in_range}",
+                f"UPDATE {_q(src, table.name)} SET {', '.join(sets)} WHERE {in_range}",  # noqa: S608 - quoted data-map names; values are params
                 [*set_args, *range_args],
             )
             if n < 0:
@@ -631,7 +642,7 @@ def erase_batch(
         hashed = [c.name for c in table.columns.values() if c.erase == Erase.HASH]
         if hashed:
             cols = ", ".join(_q(src, c) for c in hashed)
-            cursor.execute(f"SELECT {pk}, {cols} FROM {_q(src, table.name)} WHERE {in_range}", range_args)
+            cursor.execute(f"SELECT {pk}, {cols} FROM {_q(src, table.name)} WHERE {in_range}", range_args)  # noqa: S608 - quoted data-map names; values are params
             updates: list[list[Any]] = []
             found = cursor.fetchall()
             if n < 0:
@@ -644,7 +655,7 @@ def erase_batch(
                     updates.append([*new, row_pk])
             if updates:
                 assign = ", ".join(f"{_q(src, c)} = %s" for c in hashed)
-                cursor.executemany(f"UPDATE {_q(src, table.name)} SET {assign} WHERE {pk} = %s", updates)
+                cursor.executemany(f"UPDATE {_q(src, table.name)} SET {assign} WHERE {pk} = %s", updates)  # noqa: S608 - quoted data-map names; values are params
         return BatchResult(hi, max(n, 0))
 
 
@@ -659,7 +670,8 @@ def column_update(rows: SubjectRows, table: Table, column: str, value: Any, *, p
         params = [*params, pk]
     with transaction.atomic(using=src.database), connections[src.database].cursor() as cursor:
         cursor.execute(
-            f"UPDATE {_q(src, table.name)} SET {_q(src, column)} = %s WHERE {where}", [value, *params]
+            f"UPDATE {_q(src, table.name)} SET {_q(src, column)} = %s WHERE {where}",  # noqa: S608 - quoted data-map names; values are params
+            [value, *params],
         )
         return int(cursor.rowcount)
 
@@ -830,7 +842,7 @@ def aged_count(
         pending = " OR ".join(p for p in (_value_pending(spec), f"({stamp})") if p)
         where, params = f"{where} AND ({pending})", [*params, *stamp_params]
     with connections[spec.source.database].cursor() as cursor:
-        cursor.execute(f"SELECT COUNT(*) FROM {_q(spec.source, spec.table.name)} WHERE {where}", params)
+        cursor.execute(f"SELECT COUNT(*) FROM {_q(spec.source, spec.table.name)} WHERE {where}", params)  # noqa: S608 - quoted data-map names; values are params
         return int(cursor.fetchone()[0])
 
 
@@ -840,7 +852,7 @@ def aged_any(spec: AgedErase, *, before: Any, exclude: SubjectRows | None = None
         return False
     where, params = _aged_where(spec, before=before, exclude=exclude)
     with connections[spec.source.database].cursor() as cursor:
-        cursor.execute(f"SELECT 1 FROM {_q(spec.source, spec.table.name)} WHERE {where} LIMIT 1", params)
+        cursor.execute(f"SELECT 1 FROM {_q(spec.source, spec.table.name)} WHERE {where} LIMIT 1", params)  # noqa: S608 - quoted data-map names; values are params
         return cursor.fetchone() is not None
 
 
@@ -876,13 +888,14 @@ def aged_batch(
         where, params = _aged_where(spec, before=before, after=after, pending=False)
         offset = max(int(limit), 1) - 1
         cursor.execute(
-            f"SELECT {ts}, {pk} FROM {name} WHERE {where} ORDER BY {ts}, {pk} LIMIT 1 OFFSET {offset}", params
+            f"SELECT {ts}, {pk} FROM {name} WHERE {where} ORDER BY {ts}, {pk} LIMIT 1 OFFSET {offset}",  # noqa: S608 - quoted data-map names; values are params
+            params,
         )
         found = cursor.fetchone()
         upto: Key | None = (found[0], found[1]) if found else None  # None: the rest is one batch
         where, params = _aged_where(spec, before=before, after=after, upto=upto, exclude=exclude)
         if spec.delete:
-            cursor.execute(f"DELETE FROM {name} WHERE {where}", params)
+            cursor.execute(f"DELETE FROM {name} WHERE {where}", params)  # noqa: S608 - quoted data-map names; values are params
             return AgedBatch(int(cursor.rowcount), upto)
         sets: list[str] = []
         set_args: list[Any] = []
@@ -898,12 +911,13 @@ def aged_batch(
             set_args.append(timezone.now())
         rows = 0
         if sets:
-            cursor.execute(f"UPDATE {name} SET {', '.join(sets)} WHERE {where}", [*set_args, *params])
+            cursor.execute(f"UPDATE {name} SET {', '.join(sets)} WHERE {where}", [*set_args, *params])  # noqa: S608 - quoted data-map names; values are params
             rows = int(cursor.rowcount)
         if spec.hashes:
             cols = ", ".join(_q(src, c) for c in spec.hashes)
             cursor.execute(
-                f"SELECT {pk}, {cols} FROM {name} WHERE {where} AND ({_hash_pending(spec)})", params
+                f"SELECT {pk}, {cols} FROM {name} WHERE {where} AND ({_hash_pending(spec)})",  # noqa: S608 - quoted data-map names; values are params
+                params,
             )
             updates = [
                 [
@@ -917,7 +931,7 @@ def aged_batch(
             ]
             if updates:
                 assign = ", ".join(f"{_q(src, c)} = %s" for c in spec.hashes)
-                cursor.executemany(f"UPDATE {name} SET {assign} WHERE {pk} = %s", updates)
+                cursor.executemany(f"UPDATE {name} SET {assign} WHERE {pk} = %s", updates)  # noqa: S608 - quoted data-map names; values are params
             if not sets:
                 rows = len(updates)
         return AgedBatch(rows, upto)

@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from core import recipients, services
 from core.audit import audit_verify
-from core.jobs import singleton_job
+from core.jobs import ALERT, JobOutcome, job_ran, singleton_job
 from core.models import Heartbeat
 from core.outbox import OutboxTask
 from core.outbox import outbox_relay as _outbox_relay
@@ -23,6 +23,8 @@ def heartbeat(source: str = "worker") -> str:
     Heartbeat.objects.update_or_create(
         source=source, defaults={"at": timezone.now(), "hostname": socket.gethostname()}
     )
+    if source == "worker":
+        job_ran("heartbeat")  # the beat job of that name: /healthz reads its last run
     log.info("heartbeat: %s", source)
     return source
 
@@ -38,15 +40,18 @@ def outbox_relay() -> int:
 
 @shared_task(name="core.tasks.verify_audit_chain", time_limit=3600, soft_time_limit=3500)
 @singleton_job("verify-audit", every=timedelta(hours=24))
-def verify_audit_chain() -> str:
+def verify_audit_chain() -> str | JobOutcome:
+    """A break e-mails the DPO group and leaves an alert on the job's record, which the admin
+    shows on every page and /healthz reports, until a later run finds the chain whole."""
     report = audit_verify()
     if not report.ok:
+        finding = f"The audit chain is broken at entry #{report.first_bad_seq}: {report.reason}."
         services.alert_dpo(
-            subject="Audit chain broken",
-            body=f"The audit chain is broken at entry #{report.first_bad_seq}: {report.reason}. "
-            "Run `python manage.py verify_audit` and investigate.",
+            subject=f"Audit chain broken at entry #{report.first_bad_seq}",
+            body=f"{finding} Run `python manage.py verify_audit` and investigate.",
         )
         log.error("audit chain broken at #%s: %s", report.first_bad_seq, report.reason)
+        return JobOutcome(ALERT, finding)
     return f"ok={report.ok} checked={report.checked}"
 
 

@@ -161,7 +161,7 @@ def truncate(*, using: str = ALIAS, fast: bool = False) -> None:
             cursor.execute(f"TRUNCATE {', '.join(TABLES)} RESTART IDENTITY")
         else:
             for name in reversed(TABLES):
-                cursor.execute(f"DELETE FROM {name}")
+                cursor.execute(f"DELETE FROM {name}")  # noqa: S608 - a fixed sample table name
 
 
 # --- Demo data --------------------------------------------------------------------------
@@ -186,7 +186,7 @@ def insert_rows(
     cols = list(columns)
     placeholders = ", ".join(["%s"] * len(cols))
     with connections[using].cursor() as cursor:
-        cursor.executemany(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({placeholders})", rows)
+        cursor.executemany(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({placeholders})", rows)  # noqa: S608 - fixed sample schema; values are parameters
 
 
 def patient_insert(person: Person, *, created_at: datetime, using: str = ALIAS) -> int:

@@ -153,9 +153,16 @@ class Worker:
     """A real `celery worker` process. E-mail it sends lands as files in `mail_dir`."""
 
     def __init__(
-        self, log_path: Path, mail_dir: Path, *, queue: str = TEST_QUEUE, env: dict[str, str] | None = None
+        self,
+        log_path: Path,
+        mail_dir: Path,
+        *,
+        queue: str = TEST_QUEUE,
+        env: dict[str, str] | None = None,
+        loglevel: str = "INFO",
     ) -> None:
         self.log_path = log_path
+        self.loglevel = loglevel
         self.mail_dir = mail_dir
         self.queue = queue
         self.env = env or {}
@@ -173,7 +180,7 @@ class Worker:
                 "worker",
                 "--pool=solo",
                 "--concurrency=1",
-                "--loglevel=INFO",
+                f"--loglevel={self.loglevel}",
                 "--without-gossip",
                 "--without-mingle",
                 "--without-heartbeat",

@@ -1,10 +1,17 @@
 from __future__ import annotations
 
 import pytest
+from django.core import mail
 from django.db import connection, transaction
+from django.test import Client
 
+from accounts.models import User
+from accounts.roles import AGENT, DPO
+from core import tasks
 from core.audit import SYSTEM, Actor, audit_log, audit_verify
-from core.models import AuditEntry, AuditImmutableError
+from core.jobs import ALERT, JobOutcome
+from core.models import AuditEntry, AuditImmutableError, JobState
+from tests import factories
 from tests.conftest import ALL, manage
 
 pytestmark = pytest.mark.django_db(databases=ALL)
@@ -115,3 +122,53 @@ def test_verify_audit_command_exits_non_zero_on_a_row_changed_in_sql() -> None:
 
     assert broken.returncode == 3
     assert "#2" in broken.stderr
+
+
+# --- The daily verify-audit job -----------------------------------------------------------------
+
+
+def _dpo_and_agent() -> tuple[User, User]:
+    return factories.staff(DPO, email="dpo@quanyi.cn"), factories.staff(AGENT, email="agent@quanyi.cn")
+
+
+def test_the_daily_job_alerts_the_dpo_with_the_first_broken_entry(client: Client) -> None:
+    dpo, _agent = _dpo_and_agent()
+    _chain(5)
+    _sql("UPDATE core_auditentry SET object_id = %s WHERE seq = %s", ["999", 3])
+
+    result = tasks.verify_audit_chain()
+
+    assert [m.to for m in mail.outbox] == [["dpo@quanyi.cn"]]  # the DPO group only, not the agent
+    assert "#3" in mail.outbox[0].subject and "#3" in mail.outbox[0].body
+    finding = "The audit chain is broken at entry #3: its content does not match its hash."
+    assert result == JobOutcome(ALERT, finding)
+    state = JobState.objects.get(name="verify-audit")
+    assert (state.last_status, state.last_detail) == (ALERT, result.detail)
+    # Every admin page carries the alert until a run finds the chain whole.
+    client.force_login(dpo)
+    page = client.get("/admin/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert 'id="job-alerts"' in page and "verify-audit" in page and "entry #3" in page
+    health = client.get("/healthz").json()
+    assert health["checks"]["jobs"]["verify-audit"]["last_status"] == ALERT
+    assert "job verify-audit: last run alert" in health["problems"]
+
+
+def test_an_intact_chain_sends_nothing_and_clears_the_alert(client: Client) -> None:
+    dpo, _agent = _dpo_and_agent()
+    _chain(5)
+    JobState.objects.create(name="verify-audit", last_status=ALERT, last_detail="an older break")
+
+    result = tasks.verify_audit_chain()
+
+    assert result == "ok=True checked=5"
+    assert mail.outbox == []
+    assert JobState.objects.get(name="verify-audit").last_status == "ok"
+    client.force_login(dpo)
+    assert 'id="job-alerts"' not in client.get("/admin/").content.decode()
+
+
+def test_the_job_is_scheduled_daily() -> None:
+    from django.conf import settings
+
+    entry = settings.CELERY_BEAT_SCHEDULE["verify-audit"]
+    assert entry == {"task": "core.tasks.verify_audit_chain", "schedule": 24 * 3600.0}

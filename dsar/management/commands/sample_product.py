@@ -4,6 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import DatabaseError
+from django.utils.connection import ConnectionDoesNotExist
 
 from dsar import sample_product
 
@@ -30,6 +31,6 @@ class Command(BaseCommand):
             sample_product.install(using=options["database"], reset=options["reset"])
         except DatabaseError as exc:
             raise CommandError(f"could not create the sample product tables: {exc}") from exc
-        except KeyError as exc:
-            raise CommandError(f"unknown database alias {options['database']!r}") from exc
+        except (KeyError, ConnectionDoesNotExist):
+            raise CommandError(f"unknown database alias {options['database']!r}") from None
         self.stdout.write(f"Sample product tables ready in database {options['database']!r}.")
