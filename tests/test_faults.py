@@ -494,14 +494,47 @@ def _contact_rule() -> RetentionRule:
     )
 
 
+def _pg_connect(alias: str) -> psycopg.Connection[Any]:
+    """A session of the test's own on a database (not Django's connection: it holds locks)."""
+    db = connections[alias].settings_dict
+    return psycopg.connect(
+        dbname=db["NAME"],
+        user=db["USER"],
+        password=db["PASSWORD"] or None,
+        host=db["HOST"] or "127.0.0.1",
+        port=db["PORT"] or 5432,
+    )
+
+
+def _waiting_backend(app_name: str, alias: str) -> int | None:
+    """The sweep's backend on `alias` that waits for a lock, if it does."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND datname = %s"
+            " AND wait_event_type = 'Lock'",
+            [app_name, connections[alias].settings_dict["NAME"]],
+        )
+        found = cursor.fetchone()
+    return int(found[0]) if found else None
+
+
 @pytest.mark.skipif(
     connection.vendor != "postgresql",
     reason="pg_terminate_backend is PostgreSQL's; SQLite has no connection to cut from outside",
 )
+@pytest.mark.parametrize(
+    "cut",
+    [
+        # The product's connection, in the middle of a batch (some rows of it changed, not committed).
+        "product",
+        # Quanyi's connection, after the product committed a batch and before its position is saved.
+        "default",
+    ],
+)
 @pytest.mark.django_db(transaction=True, databases=ALL)
 @pytest.mark.timeout(120)
-def test_a_sweep_whose_connection_is_cut_mid_batch_applies_no_part_of_it_and_the_next_run_completes_it(
-    product: None,
+def test_a_sweep_whose_connection_is_cut_mid_batch_applies_batches_whole_and_the_next_run_completes_it(
+    product: None, cut: str
 ) -> None:
     _contact_rule()
     label = "contact:health_app.patients"
@@ -515,19 +548,12 @@ def test_a_sweep_whose_connection_is_cut_mid_batch_applies_no_part_of_it_and_the
     after = AuditEntry.objects.order_by("-seq").values_list("seq", flat=True).first()
 
     _sweep_history()
-    product_db = connections["product"].settings_dict
     with connections["product"].cursor() as cursor:
         cursor.execute("SELECT id FROM patients ORDER BY created_at, id OFFSET %s LIMIT 1", [LOCKED_AT])
         locked_id = cursor.fetchone()[0]
     # Another session holds one row of batch 6, so the sweep's batch waits on it half-done.
-    locker = psycopg.connect(
-        dbname=product_db["NAME"],
-        user=product_db["USER"],
-        password=product_db["PASSWORD"] or None,
-        host=product_db["HOST"] or "127.0.0.1",
-        port=product_db["PORT"] or 5432,
-    )
-    locker.execute("SELECT 1 FROM patients WHERE id = %s FOR UPDATE", [locked_id])
+    product_locker, quanyi_locker = _pg_connect("product"), _pg_connect("default")
+    product_locker.execute("SELECT 1 FROM patients WHERE id = %s FOR UPDATE", [locked_id])
     app_name = f"quanyi-sweep-{uuid.uuid4().hex[:8]}"
     sweep_proc = subprocess.Popen(
         [sys.executable, "manage.py", "retention_sweep", "--batch", str(SWEEP_BATCH), "-v", "2"],
@@ -538,25 +564,23 @@ def test_a_sweep_whose_connection_is_cut_mid_batch_applies_no_part_of_it_and_the
         text=True,
     )
     try:
-
-        def waiting_backend() -> int | None:
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    "SELECT pid FROM pg_stat_activity WHERE application_name = %s AND datname = %s"
-                    " AND wait_event_type = 'Lock'",
-                    [app_name, product_db["NAME"]],
-                )
-                found = cursor.fetchone()
-            return int(found[0]) if found else None
-
-        pid = wait_for(waiting_backend, timeout=60, interval=0.05)
+        pid = wait_for(lambda: _waiting_backend(app_name, "product"), timeout=60, interval=0.05)
+        if cut == "default":
+            # Hold the unit's cursor row instead, and let batch 6 commit: saving its position waits.
+            table = SweepCursor._meta.db_table
+            cursor_id = SweepCursor.objects.get(rule__category="contact", table="patients").pk
+            quanyi_locker.execute(f"SELECT 1 FROM {table} WHERE id = %s FOR UPDATE", [cursor_id])  # noqa: S608
+            product_locker.rollback()
+            pid = wait_for(lambda: _waiting_backend(app_name, "default"), timeout=60, interval=0.05)
         with connection.cursor() as cursor:
             cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
             assert cursor.fetchone()[0] is True
+        quanyi_locker.rollback()
         out, err = sweep_proc.communicate(timeout=60)
     finally:
-        locker.rollback()
-        locker.close()
+        for locker in (product_locker, quanyi_locker):
+            locker.rollback()
+            locker.close()
         if sweep_proc.poll() is None:
             sweep_proc.kill()
             sweep_proc.wait()
@@ -566,14 +590,21 @@ def test_a_sweep_whose_connection_is_cut_mid_batch_applies_no_part_of_it_and_the
     assert "The sweep stopped on a database error" in err and "Traceback" not in err
     crashed = SweepRun.objects.latest("pk")
     assert (crashed.status, crashed.error) == (SweepRun.Status.FAILED, "OperationalError")
-    # Every batch before the cut is applied whole, the cut batch not at all: the hashed rows are
-    # exactly the first five batches in sweep order.
-    done = (LOCKED_AT // SWEEP_BATCH) * SWEEP_BATCH
+    # Every batch is applied whole or not at all: the hashed rows are exactly the first batches in
+    # sweep order — five when the product's connection was cut in the sixth, six when the sixth had
+    # committed — and the unit, given up, counts and resumes after exactly those.
+    batches = LOCKED_AT // SWEEP_BATCH + (1 if cut == "default" else 0)
+    done = batches * SWEEP_BATCH
     assert _hashed_in_sweep_order() == [True] * done + [False] * (SWEEP_PATIENTS - done)
     assert crashed.counts["units"][label]["rows"] == done
-    cursor_row = SweepCursor.objects.get(rule__category="contact", table="patients")
-    assert (cursor_row.pass_rows, cursor_row.run, cursor_row.lease_until) == (done, None, None)
-    assert cursor_row.position is not None  # given up, position kept
+    unit = SweepCursor.objects.get(rule__category="contact", table="patients")
+    assert (unit.pass_rows, unit.run, unit.lease_until) == (done, None, None)
+    with connections["product"].cursor() as cursor:
+        cursor.execute(
+            "SELECT created_at, id FROM patients ORDER BY created_at, id OFFSET %s LIMIT 1", [done - 1]
+        )
+        last_done = cursor.fetchone()
+    assert unit.position is not None and unit.position["pk"] == last_done[1]
 
     # The next run resumes there and ends exactly where the uninterrupted one did.
     resumed = manage("retention_sweep", "--batch", str(SWEEP_BATCH))
