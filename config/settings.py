@@ -238,6 +238,11 @@ MEDIA_ROOT = VAR_DIR / "media"
 QUANYI_EXPORT_DIR = Path(env.str("QUANYI_EXPORT_DIR", default=str(VAR_DIR / "exports")))
 # Days a ready package can be downloaded before the hourly job deletes it.
 QUANYI_EXPORT_TTL_DAYS = env.int("QUANYI_EXPORT_TTL_DAYS", default=7)
+# Rows read from a product table per batch while building a package (progress is saved after
+# each), and how long a worker's claim on a build lasts without progress before another worker
+# may take the build over and start the file again.
+QUANYI_EXPORT_BATCH = env.int("QUANYI_EXPORT_BATCH", default=2000)
+QUANYI_EXPORT_LEASE_SECONDS = env.int("QUANYI_EXPORT_LEASE_SECONDS", default=600)
 
 # --- E-mail ----------------------------------------------------------------------------
 try:
@@ -303,6 +308,18 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- Celery ----------------------------------------------------------------------------
+# Publishing (config.celery: every connection for writing) gives up at once when the broker is
+# down, and within seconds when it hangs: one connection attempt (kombu would otherwise retry for
+# seconds), bounded connects and replies (a hung Redis would otherwise hold a web request
+# forever). Work is queued through the outbox (core.outbox), so a failed publish only means a
+# later send by the relay. Consumers keep the defaults: a worker waits for a hung broker rather
+# than fail an acknowledgement half-way.
+QUANYI_BROKER_PUBLISH_OPTIONS: dict[str, Any] = {
+    "max_retries": 0,
+    "socket_connect_timeout": 3,
+    "socket_timeout": 3,
+}
+QUANYI_NETWORK_BROKER_OPTIONS: dict[str, Any] = {"visibility_timeout": 3600}
 # Default broker: kombu's filesystem transport, a real broker that needs no server (see README).
 # "localhost" only names the (serverless) transport's host, so kombu does not warn about a missing one.
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost/")
@@ -317,7 +334,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "store_processed": False,
     }
 else:
-    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+    CELERY_BROKER_TRANSPORT_OPTIONS = dict(QUANYI_NETWORK_BROKER_OPTIONS)
 CELERY_BROKER_CONNECTION_TIMEOUT = 3
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_DEFAULT_QUEUE = env.str("CELERY_TASK_DEFAULT_QUEUE", default="quanyi")

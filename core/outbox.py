@@ -5,7 +5,11 @@ commit. If the transaction rolls back, neither the row nor the message exists. I
 process dies between commit and publish, or the broker is down, or a worker loses the
 message, the relay (beat, every minute) finds the row and publishes it again. Tasks run
 through OutboxTask mark their row completed; they are idempotent, so a rare second run is
-harmless.
+harmless, and a message delivered again after its row was completed is dropped.
+
+A publish that fails (the broker is down) returns at once (the broker transport options in
+settings allow one connection attempt and bounded socket waits), so a request never waits for
+the broker; the row is then due again at the relay's next run.
 """
 
 from __future__ import annotations
@@ -44,7 +48,11 @@ def outbox_publish(*, message_id: uuid.UUID) -> bool:
         current_app.send_task(message.task_name, kwargs={**message.kwargs, OUTBOX_KWARG: str(message.id)})
     except Exception as exc:  # broker down: the relay publishes it later
         log.warning("outbox: publishing %s failed, will retry: %r", message.id, exc)
-        OutboxMessage.objects.filter(pk=message.id).update(last_error=type(exc).__name__)
+        # Not dispatched (also when a relay had claimed it): due again at the relay's next run,
+        # not only after QUANYI_OUTBOX_RESEND_AFTER_SECONDS.
+        OutboxMessage.objects.filter(pk=message.id, completed_at__isnull=True).update(
+            dispatched_at=None, last_error=type(exc).__name__
+        )
         return False
     OutboxMessage.objects.filter(pk=message.id).update(
         dispatched_at=timezone.now(), attempts=message.attempts + 1, last_error=""
@@ -59,7 +67,8 @@ def outbox_relay(*, limit: int = 500) -> int:
     due = (
         OutboxMessage.objects.filter(completed_at__isnull=True)
         .filter(
-            Q(dispatched_at__isnull=True, created_at__lt=now - UNPUBLISHED_GRACE)
+            # Never published: the publish after commit failed, or was lost (a crash in between).
+            Q(dispatched_at__isnull=True) & (~Q(last_error="") | Q(created_at__lt=now - UNPUBLISHED_GRACE))
             | Q(dispatched_at__lt=resend_before)
         )
         .order_by("created_at")
@@ -71,8 +80,11 @@ def outbox_relay(*, limit: int = 500) -> int:
         claimed = OutboxMessage.objects.filter(pk=message_id, dispatched_at=dispatched_at).update(
             dispatched_at=now
         )
-        if claimed and outbox_publish(message_id=message_id):
-            sent += 1
+        if not claimed:
+            continue
+        if not outbox_publish(message_id=message_id):
+            break  # the broker is down: the rest waits for the next run
+        sent += 1
     return sent
 
 
@@ -90,6 +102,11 @@ class OutboxTask(Task):  # type: ignore[misc]
             # A restore is replaying erasures: leave the row unfinished, so the relay sends it
             # again once the system is open (the database is the source of truth).
             log.warning("task %s: maintenance flag set, left for the outbox relay", self.name)
+            return None
+        if message_id and OutboxMessage.objects.filter(pk=message_id, completed_at__isnull=False).exists():
+            # Published twice (a publish that timed out had reached the broker after all, and
+            # the relay sent it again): the work is done already.
+            log.info("task %s: outbox message %s is done already, duplicate dropped", self.name, message_id)
             return None
         result = super().__call__(*args, **kwargs)
         if message_id:

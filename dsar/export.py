@@ -74,7 +74,6 @@ FORMAT = "quanyi-access-package"
 VERSION = 1
 SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "access-package.schema.json"
 HTML_PREVIEW_ROWS = 200
-BATCH = 2000
 CHUNK = 64 * 1024
 TAG = 16
 MAGIC = b"QYX1"
@@ -249,7 +248,7 @@ def _product_source(source: sources.SourceMap, subject: DataSubject, language: s
 
 
 def _product_batches(rows: sources.SubjectRows, table: sources.Table) -> Iterator[Sequence[Sequence[Any]]]:
-    for chunk in sources.iter_rows(rows, table, batch=BATCH):
+    for chunk in sources.iter_rows(rows, table, batch=settings.QUANYI_EXPORT_BATCH):
         yield [row[1:] for row in chunk]  # without the primary key: it means nothing outside
 
 

@@ -911,7 +911,12 @@ def _end_of(day: date) -> datetime:
 # run (the outbox relay re-publishes unfinished work) takes the export over and starts the file
 # again. A stale run notices at its next batch that the export is no longer its own and stops.
 
-EXPORT_LEASE = timedelta(minutes=10)
+
+def export_lease() -> timedelta:
+    """How long a build's claim lasts without progress (QUANYI_EXPORT_LEASE_SECONDS)."""
+    return timedelta(seconds=settings.QUANYI_EXPORT_LEASE_SECONDS)
+
+
 BUILT = "ready"
 BUILD_FAILED = "failed"
 BUILD_BUSY = "busy"  # another worker holds a live lease
@@ -1007,7 +1012,7 @@ def export_build(*, export_id: int) -> str:
         .filter(Q(status=ExportStatus.QUEUED) | Q(status=ExportStatus.BUILDING, lease_until__lt=now))
         .update(
             status=ExportStatus.BUILDING,
-            lease_until=now + EXPORT_LEASE,
+            lease_until=now + export_lease(),
             started_at=now,
             attempts=F("attempts") + 1,
             rows_done=0,
@@ -1055,13 +1060,13 @@ def _export_build_file(export: DataExport, attempt: int) -> None:
     wrapped = crypto.encrypt(subject.key_id, base64.b64encode(key).decode(), aad=f"dsar.export:{export.pk}")
     plan = package.package_plan(subject=subject, request=request, language=export.language)
     if not _mine(export, attempt).update(
-        rows_total=plan.rows_total, step="plan", lease_until=timezone.now() + EXPORT_LEASE
+        rows_total=plan.rows_total, step="plan", lease_until=timezone.now() + export_lease()
     ):
         raise _Abandoned
 
     def progress(done: int, step: str) -> None:
         renewed = _mine(export, attempt).update(
-            rows_done=done, step=step[:120], lease_until=timezone.now() + EXPORT_LEASE
+            rows_done=done, step=step[:120], lease_until=timezone.now() + export_lease()
         )
         if not renewed:
             raise _Abandoned

@@ -102,7 +102,7 @@ def build_export(self: Any, export_id: int) -> str:
         # Another worker holds a live lease (this is a re-published duplicate). Come back when
         # it would have run out, without marking the outbox row done: if that worker died, the
         # export must still be built.
-        raise self.retry(countdown=int(services.EXPORT_LEASE.total_seconds()) + 30)
+        raise self.retry(countdown=int(services.export_lease().total_seconds()) + 30)
     return result
 
 

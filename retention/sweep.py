@@ -307,6 +307,7 @@ def unit_run(
         return "busy"
     position = _load(cursor.position)
     base = cursor.pass_rows
+    unrecorded: sources.AgedBatch | None = None
     try:
         if unit.spec is not None:
             exclude = _exclude(unit, holds)
@@ -314,10 +315,14 @@ def unit_run(
                 result = sources.aged_batch(
                     unit.spec, before=cutoff, after=position, limit=batch, exclude=exclude
                 )
+                # Committed in the product's database, not yet recorded in Quanyi's: two databases,
+                # so the batch and its position cannot commit together.
+                unrecorded = result
                 if not _record(
                     cursor, run, unit, result.last, result.rows, base + tally["rows"] + result.rows
                 ):
                     return "lost"
+                unrecorded = None
                 tally["rows"] += result.rows
                 if result.last is None:
                     return "done"
@@ -345,6 +350,13 @@ def unit_run(
                 return "done"
             position = last
     except BaseException:
+        if unrecorded is not None:
+            # Quanyi's connection was lost after the product committed the batch: record it now
+            # (Django opens a new connection), or the next sweep would find those rows done and
+            # the pass would never count them. If the database is still away this fails too, and
+            # the unit waits for its lease to run out.
+            tally["rows"] += unrecorded.rows
+            _record(cursor, run, unit, unrecorded.last, unrecorded.rows, base + tally["rows"])
         _release(cursor, run)
         raise
 
