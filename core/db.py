@@ -6,7 +6,8 @@ from functools import cache, cached_property
 from typing import Any, TypeVar, cast
 
 import psycopg
-from django.db import connections
+from django.db import InterfaceError, OperationalError, connections
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model
 
 
@@ -57,11 +58,34 @@ class Selected:
 
 
 def fetch_one(sql: str, params: Sequence[Any], alias: str = "default") -> tuple[Any, ...] | None:
-    """One row of a statement run many times per connection. On PostgreSQL it is a prepared
-    statement (planned once per connection, then only executed: planning a join costs more
-    than running it); elsewhere a plain execute. Django's cursor still opens, health-checks
-    and error-wraps the connection."""
+    """One row of a read-only statement run many times per connection (a per-request hot path).
+
+    On PostgreSQL it is a prepared statement (planned once per connection, then only executed:
+    planning a join costs more than running it). And the connection's health check is the
+    statement itself: instead of Django's `SELECT 1` round trip before the first query of a
+    request (CONN_HEALTH_CHECKS), the statement runs at once, and if the connection turns out
+    to have died since the last request it is replaced and the statement runs once more, which
+    is what the health check would have done. Inside a transaction nothing is retried."""
     connection = connections[alias]
+    health: Any = connection  # django-stubs lack the health-check attributes
+    optimistic = (
+        connection.connection is not None
+        and health.health_check_enabled
+        and not health.health_check_done
+        and not connection.in_atomic_block
+    )
+    if optimistic:
+        health.health_check_done = True
+        try:
+            return _fetch_one(connection, sql, params)
+        except (OperationalError, InterfaceError):
+            if connection.is_usable():
+                raise  # the statement failed, not the connection
+            connection.close()  # died since the last request: connect again, once
+    return _fetch_one(connection, sql, params)
+
+
+def _fetch_one(connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
     with connection.cursor() as cursor:
         if connection.vendor != "postgresql":
             cursor.execute(sql, params)

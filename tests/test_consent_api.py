@@ -932,3 +932,38 @@ def test_the_schema_documents_every_endpoint_without_warnings(tmp_path: Path) ->
     ):
         assert path in schema
     assert "ApiKeyAuth" in schema
+
+
+@pytest.mark.django_db(databases=ALL, transaction=True)
+def test_the_check_survives_a_connection_that_died_between_requests() -> None:
+    """The hot path skips Django's `SELECT 1` health check and lets its own statement find a
+    dead connection: killed between two requests, the next check still answers (once
+    reconnected), exactly as with the health check."""
+    from django.core.signals import request_finished, request_started
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("pg_terminate_backend is PostgreSQL's")
+    import psycopg
+
+    from core.db import database_url
+
+    user = _subject_user()
+    _grant(user)
+    query = {"subject": _subject_of(user).reference, "purpose": MARKETING}
+    auth = _service()
+    assert Client().get(CHECK, query, **auth).json()["allowed"] is True
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (before,) = cursor.fetchone()
+    request_finished.send(sender=None)  # the connection is kept (CONN_MAX_AGE) ...
+    with psycopg.connect(database_url("default").replace("postgres://", "postgresql://")) as other:
+        other.execute("SELECT pg_terminate_backend(%s)", [before])  # ... and dies in between
+
+    request_started.send(sender=None)
+    answer = Client().get(CHECK, query, **auth)
+
+    assert answer.status_code == 200 and answer.json()["allowed"] is True
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        assert cursor.fetchone()[0] != before
