@@ -20,6 +20,7 @@ urlpatterns = [
     path("api/v1/", include("dsar.api_urls")),
     path("api/v1/", include("consent.api_urls")),
     path("", include("consent.urls")),
+    path("", include("retention.urls")),
     path("accounts/", include("allauth.urls")),
     path("_allauth/", include("allauth.headless.urls")),
     path("i18n/", include("django.conf.urls.i18n")),
