@@ -5,6 +5,7 @@ batches, resumable, never twice; cancelling before erasure stops the e-mails."""
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -552,4 +553,82 @@ def test_a_worker_sends_the_notices_and_its_beat_job_erases_everyone_after_the_s
     mails = "\n".join(worker.mails())
     for _subject, person in people:
         assert mails.count(f"To: {person.email}") == 1
+    assert audit_verify().ok
+
+
+KILL_SUBJECTS = 8
+EXTRA_MESSAGES = 120  # per person, so each erasure takes many batches
+
+
+@pytest.mark.django_db(transaction=True, databases=ALL)
+@pytest.mark.timeout(300)
+def test_a_worker_killed_while_erasing_leaves_everyone_erased_exactly_once_after_a_new_one_resumes(
+    product: None, own_queue: str, tmp_path: Path
+) -> None:
+    people = people_with_data(KILL_SUBJECTS)
+    for _subject, person in people:
+        sample_product.insert_rows(
+            "messages",
+            ["patient_id", "channel", "direction", "body", "sent_at"],
+            [
+                (patient_id_of(person), "app", "in", f"消息 {n}", timezone.now())
+                for n in range(EXTRA_MESSAGES)
+            ],
+        )
+    # Small batches and short leases, so the kill lands mid-way and the take-over is quick.
+    env = {"QUANYI_TERMINATION_BATCH": "2", "QUANYI_ERASURE_BATCH": "10", "QUANYI_ERASURE_LEASE_SECONDS": "3"}
+    first = Worker(tmp_path / "first.log", tmp_path / "mail", queue=own_queue, env=env)
+    first.start()
+    try:
+        termination = termination_start(
+            actor=SYSTEM, stop_on=timezone.localdate() + timedelta(days=31), reason=REASON
+        )
+        wait_for(
+            lambda: NoticeCampaign.objects.filter(
+                termination=termination, status=NoticeCampaign.Status.DONE
+            ).exists(),
+            timeout=120,
+            interval=0.2,
+        )
+        ServiceTermination.objects.filter(pk=termination.pk).update(
+            stop_on=timezone.localdate() - timedelta(days=1)
+        )
+        JobState.objects.filter(name="service-termination").update(claimed_until=None)
+        celery_app.send_task("retention.tasks.service_termination")
+        wait_for(
+            lambda: DataSubject.objects.filter(erased_at__isnull=False).count() >= 3,
+            timeout=120,
+            interval=0.02,
+        )
+        first.kill()
+    finally:
+        first.stop()
+    assert DataSubject.objects.filter(erased_at__isnull=True).exists(), "the kill must land before the end"
+    assert ServiceTermination.objects.get(pk=termination.pk).status == Status.ERASING
+
+    second = Worker(tmp_path / "second.log", tmp_path / "mail", queue=own_queue, env=env)
+    second.start()
+    try:
+        outcomes = []
+        for _ in range(20):  # what beat does every minute, until the dead job's leases have run out
+            outcomes.append(run_job_on_worker())
+            if outcomes[-1] == "done":
+                break
+            time.sleep(1)
+    finally:
+        second.stop()
+
+    assert outcomes[-1] == "done", (outcomes, second.log()[-3000:])
+    termination.refresh_from_db()
+    assert (termination.subjects_erased, termination.subjects_held, termination.subjects_remaining) == (
+        KILL_SUBJECTS,
+        0,
+        0,
+    )
+    for subject, person in people:
+        assert_erased(subject, person)
+    assert Counter(Erasure.objects.values_list("subject_id", flat=True)) == {s.pk: 1 for s, _p in people}
+    assert all(e.rows_done == e.rows_total for e in Erasure.objects.all())
+    assert AuditEntry.objects.filter(action="erasure.completed").count() == KILL_SUBJECTS
+    assert AuditEntry.objects.filter(action="termination.done").count() == 1
     assert audit_verify().ok
