@@ -384,6 +384,8 @@ def test_nothing_is_erased_before_the_stop_date_then_everyone_but_the_held(
     client.force_login(factories.staff(AUDITOR))
     page = client.get(admin_url("change", termination.pk), HTTP_ACCEPT_LANGUAGE="en").content.decode()
     assert f"DS-{held.pk:06d}: #{hold.pk} court" in page and "3 people erased" in page
+    campaigns = client.get(reverse("admin:consent_noticecampaign_changelist"), HTTP_ACCEPT_LANGUAGE="en")
+    assert "service termination 2026-04-01" in campaigns.content.decode()
     # The public page now says it is over; nobody can cancel it any more.
     public = client.get(reverse("retention:termination"), HTTP_ACCEPT_LANGUAGE="en").content.decode()
     assert "Personal information erased" in public
