@@ -36,7 +36,8 @@ from zoneinfo import ZoneInfo
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError, transaction
-from django.db.models import Max, Q
+from django.db.models import Max, Q, Value
+from django.db.models.functions import Greatest
 from django.utils import timezone
 from django.utils.translation import gettext as _
 
@@ -242,7 +243,8 @@ def _erase(
     mine = ServiceTermination.objects.filter(pk=termination.pk, status=Status.ERASING).filter(
         Q(lease_until__isnull=True) | Q(lease_until__lt=now)
     )
-    if not mine.update(lease_until=now + _lease()):
+    lease = now + _lease()
+    if not mine.update(lease_until=lease):
         return "busy"  # another job walks the people now
     size = batch or settings.QUANYI_TERMINATION_BATCH
     deadline = clock.monotonic() + seconds
@@ -265,13 +267,17 @@ def _erase(
                     _progress(termination)
                     return "waiting for a running erasure"
                 # Past this person for good; the lease is renewed with it.
-                ServiceTermination.objects.filter(pk=termination.pk, subjects_after__lt=pk).update(
-                    subjects_after=pk, lease_until=timezone.now() + _lease()
-                )
+                renewed = timezone.now() + _lease()
+                if not ServiceTermination.objects.filter(pk=termination.pk, lease_until=lease).update(
+                    subjects_after=Greatest("subjects_after", Value(pk)), lease_until=renewed
+                ):
+                    return "lease lost"  # another job took over after ours ran out: it goes on
+                lease = renewed
             _progress(termination)
         return "erasing"
     finally:
-        ServiceTermination.objects.filter(pk=termination.pk).update(lease_until=None)
+        # Only our own lease: a job that outlived it must not free another job's.
+        ServiceTermination.objects.filter(pk=termination.pk, lease_until=lease).update(lease_until=None)
 
 
 def _blocked(subject: DataSubject) -> bool:
