@@ -366,6 +366,8 @@ _ALLOWED: dict[str, tuple[frozenset[str], str]] = {
     "complete": (frozenset({Status.VERIFIED, Status.IN_PROGRESS}), Status.COMPLETED),
     "refuse": (frozenset(OPEN_STATUSES), Status.REFUSED),
     "withdraw": (frozenset(OPEN_STATUSES), Status.WITHDRAWN),
+    # Only the service termination closes a request this way (request_close_terminated).
+    "close_terminated": (frozenset(OPEN_STATUSES), Status.COMPLETED),
 }
 
 
@@ -421,6 +423,7 @@ ACTION_LABELS = {
     "complete": gettext_lazy("completed"),
     "refuse": gettext_lazy("refused"),
     "withdraw": gettext_lazy("withdrawn"),
+    "close_terminated": gettext_lazy("closed because the service stopped"),
 }
 
 
@@ -571,6 +574,31 @@ def request_withdraw(
     request, changed = _transition(request, "withdraw", actor=actor, fields={"closed_at": timezone.now()})
     if changed:
         _email(request, "cancellation_undone" if undone else "withdrawn")
+    return request
+
+
+@transaction.atomic
+def request_close_terminated(
+    *, request: DataSubjectRequest, actor: Actor, reference: str, stop_on: date
+) -> DataSubjectRequest:
+    """The service termination erases the person (seed 000 §6): nothing is left to act on, so
+    their open request is closed as completed, whatever step it had reached, with an answer
+    that says why; staff queues, deadline reminders and the cancellation sweep stop chasing it.
+    No e-mail: everyone was told of the termination, and the address is about to become
+    unreadable. A request already closed is left as it is."""
+    with translation.override(request.language or settings.LANGUAGE_CODE):
+        answer = _(
+            "The service stopped on %(day)s and all personal information was deleted or "
+            "anonymised (%(reference)s). Nothing is left to act on, so this request is closed."
+        ) % {"day": stop_on.isoformat(), "reference": reference}
+    request, _changed = _transition(
+        request,
+        "close_terminated",
+        actor=actor,
+        fields={"closed_at": timezone.now()},
+        secret_fields={"answer": answer},
+        data={"reason": "service_terminated", "termination": reference, "on_time": _on_time(request)},
+    )
     return request
 
 

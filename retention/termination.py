@@ -14,8 +14,11 @@ How it stays safe:
 - Nothing is erased before the stop date, nor while notices are still going out, nor once the
   termination is cancelled (erasure starts by a conditional UPDATE from a live status).
 - Each person goes through the erasure engine (retention.erasure: plan, confirm, run, seal) under
-  the reference TERMINATION-<id>. Planning again finds the same plan, confirming and running a
-  finished one change nothing, so a repeated or crashed batch erases nobody twice.
+  the reference TERMINATION-<id>; the engine asks each recipient of their data to delete it
+  (one notice per recipient and person) and dsar closes their open requests before the seal.
+  A person whose own erasure (a request's) is already under way is left to it. Planning again
+  finds the same plan, confirming and running a finished one change nothing, so a repeated or
+  crashed batch erases nobody twice.
 - A legal hold on a person blocks their plan: it stays planned, listed with its ground, and their
   data stays as it is. Holds on categories keep those tables (the engine's rule). Quanyi's own
   records of erased people follow their retention rules; the audit chain is never deleted.
@@ -83,6 +86,27 @@ def termination_active() -> ServiceTermination | None:
 def termination_announced() -> ServiceTermination | None:
     """What the public page and the banner show: the latest termination not cancelled."""
     return ServiceTermination.objects.exclude(status=Status.CANCELLED).order_by("-started_at", "-pk").first()
+
+
+def termination_stopped(now: datetime | None = None) -> ServiceTermination | None:
+    """The termination whose stop date has come (not cancelled): from then on nobody signs up."""
+    found = termination_announced()
+    if found is None or (now or timezone.now()) < stop_moment(found):
+        return None
+    return found
+
+
+def termination_done() -> ServiceTermination | None:
+    """The finished termination: everyone not under a legal hold has been erased."""
+    return ServiceTermination.objects.filter(status=Status.DONE).order_by("-finished_at", "-pk").first()
+
+
+def termination_of(erasure: Erasure) -> ServiceTermination | None:
+    """The termination an erasure belongs to (its reference is the termination's)."""
+    if erasure.origin != Erasure.Origin.TERMINATION:
+        return None
+    pk = erasure.reference.removeprefix("TERMINATION-")
+    return ServiceTermination.objects.filter(pk=int(pk)).first() if pk.isdigit() else None
 
 
 def termination_campaign(termination: ServiceTermination) -> NoticeCampaign | None:
@@ -290,6 +314,15 @@ def _erase_one(termination: ServiceTermination, subject_id: int) -> str:
     subject = DataSubject.objects.get(pk=subject_id)
     if subject.is_erased:
         return "erased"
+    if (
+        Erasure.objects.filter(subject=subject, status__in=[Erasure.Status.CONFIRMED, Erasure.Status.RUNNING])
+        .exclude(reference=termination.reference)
+        .exists()
+    ):
+        # Their own erasure (a deletion request, a cancellation) is under way: it tells their
+        # recipients, reports to them and closes their request. Erasing them twice at once
+        # would notify the recipients twice; wait for it (erasures-resume keeps it going).
+        return "busy"
     try:
         erasure = erasure_plan(
             subject=subject, actor=SYSTEM, reference=termination.reference, origin=Erasure.Origin.TERMINATION

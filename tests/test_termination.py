@@ -1,10 +1,12 @@
 """Service termination (seed 000 §6): only the DPO starts it; everyone reachable is e-mailed
 and the announcement is public at once; nothing is erased before the stop date; from it the
 job erases every person through the erasure engine except people under a legal hold, in
-batches, resumable, never twice; cancelling before erasure stops the e-mails."""
+batches, resumable, never twice; cancelling before erasure stops the e-mails. Each erased
+person's recipients are asked to delete once and their open requests are closed."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from datetime import date, datetime, timedelta
@@ -32,14 +34,34 @@ from consent.campaigns import campaign_step
 from consent.models import NoticeCampaign, NoticeDelivery
 from core import crypto, sources
 from core.audit import SYSTEM, Actor, audit_verify
-from core.models import AuditEntry, JobState
-from dsar import sample_product
-from retention.erasure import erasure_confirm, erasure_plan
+from core.models import (
+    AuditEntry,
+    JobState,
+    NoticeStatus,
+    Recipient,
+    RecipientKind,
+    RecipientLegalBasis,
+    RecipientNotice,
+)
+from core.recipients import disclosure_record, notice_deliver, recipient_save
+from dsar import sample_product, services
+from dsar.cancellation import cancellation_schedule, cancellations_sweep
+from dsar.erasure import request_erasure_confirm, request_erasure_plan, run_erasure
+from dsar.models import (
+    AccountCancellation,
+    DataSubjectRequest,
+    Reminder,
+    RequestType,
+    VerificationMethod,
+)
+from dsar.models import Status as RequestStatus
+from retention.erasure import erasure_confirm, erasure_plan, erasure_run
 from retention.models import Erasure, HoldGround, ServiceTermination
 from retention.services import hold_place
 from retention.termination import termination_cancel, termination_start, termination_step
 from tests import factories
 from tests.conftest import ALL, Worker, manage, wait_for
+from tests.receiver import Receiver
 from tests.test_erasure import everything, patient_id_of, subject_with_data
 
 Status = ServiceTermination.Status
@@ -634,3 +656,234 @@ def test_a_worker_killed_while_erasing_leaves_everyone_erased_exactly_once_after
     assert AuditEntry.objects.filter(action="erasure.completed").count() == KILL_SUBJECTS
     assert AuditEntry.objects.filter(action="termination.done").count() == 1
     assert audit_verify().ok
+
+
+# --- Recipients, open business, sign-up ----------------------------------------------------------
+
+
+def recipients(receiver: Receiver) -> tuple[Recipient, Recipient]:
+    webhook = recipient_save(
+        recipient=Recipient(
+            code="shunda",
+            name="顺达物流有限公司",
+            kind=RecipientKind.SHARED,
+            purpose="配送订单商品",
+            legal_basis=RecipientLegalBasis.CONTRACT,
+            categories=["orders_delivery"],
+            webhook_url=receiver.url(),
+        ),
+        actor=SYSTEM,
+        webhook_secret="shunda-shared-secret-0123456789abcdef",
+    )
+    manual = recipient_save(
+        recipient=Recipient(
+            code="regulator",
+            name="卫生健康委员会",
+            kind=RecipientKind.DISCLOSED,
+            purpose="依法报送",
+            legal_basis=RecipientLegalBasis.LEGAL_DUTY,
+            categories=["health"],
+        ),
+        actor=SYSTEM,
+    )
+    return webhook, manual
+
+
+class Crash(Exception):
+    pass
+
+
+def crash(erasure: Erasure) -> None:
+    raise Crash  # the worker dies after the notices were written, before the key is destroyed
+
+
+@pytest.mark.django_db(databases=ALL)
+def test_every_recipient_is_asked_to_delete_each_erased_person_once_also_after_a_crash(
+    product: None, receiver: Receiver
+) -> None:
+    termination, people = notified(3)
+    (first, _p1), (second, _p2), (untouched, _p3) = people
+    webhook, manual = recipients(receiver)
+    for n, subject in enumerate((first, second), start=1):
+        for r in (webhook, manual):
+            disclosure_record(
+                recipient=r, subject=subject, categories=r.categories, external_ref=f"C-{n}", actor=SYSTEM
+            )
+
+    # The first person is erased in the first batch; the worker then dies while erasing the
+    # second, just before the key is destroyed (the notices are written by then).
+    assert step_at(STOP_DAY, batch=1, max_batches=1) == "erasing"
+    with time_machine.travel(STOP_DAY + timedelta(seconds=10), tick=False):
+        erasure = erasure_plan(
+            subject=second, actor=SYSTEM, reference=termination.reference, origin=Erasure.Origin.TERMINATION
+        )
+        erasure_confirm(erasure=erasure, actor=SYSTEM, enqueue=False)
+        with pytest.raises(Crash):
+            erasure_run(erasure_id=erasure.pk, before_seal=crash)
+    second.refresh_from_db()
+    assert second.erased_at is None
+    assert RecipientNotice.objects.filter(subject=second).count() == 2
+
+    # The next job, once the dead run's lease is over, finishes everyone.
+    assert step_at(STOP_DAY + timedelta(minutes=10)) == "done"
+
+    notices = RecipientNotice.objects.order_by("subject_id", "recipient__code")
+    assert [(n.subject_id, n.recipient.code, n.kind, n.reference, n.status) for n in notices] == [
+        (first.pk, "regulator", "deletion", f"{termination.reference}-{first.pk}", NoticeStatus.MANUAL),
+        (first.pk, "shunda", "deletion", f"{termination.reference}-{first.pk}", NoticeStatus.PENDING),
+        (second.pk, "regulator", "deletion", f"{termination.reference}-{second.pk}", NoticeStatus.MANUAL),
+        (second.pk, "shunda", "deletion", f"{termination.reference}-{second.pk}", NoticeStatus.PENDING),
+    ]
+    assert not RecipientNotice.objects.filter(subject=untouched).exists()
+    # Delivered after the keys are gone: the recipient's own reference was sealed apart.
+    for notice in notices.filter(recipient=webhook):
+        assert notice_deliver(notice_id=notice.pk) == "delivered"
+    bodies = [json.loads(r.body) for r in receiver.requests]
+    assert sorted((b["type"], b["subject"]["external_ref"]) for b in bodies) == [
+        ("deletion", "C-1"),
+        ("deletion", "C-2"),
+    ]
+    assert len(receiver.requests) == 2
+    assert audit_verify().ok
+
+
+def open_business(subject: DataSubject) -> dict[str, DataSubjectRequest]:
+    """An access request nobody has verified yet, a deletion request staff planned (not yet
+    confirmed), and an account cancellation in its cooling-off; and one request closed before."""
+    assert subject.user is not None
+    access = services.request_submit(
+        actor=SYSTEM, type=RequestType.ACCESS, subject=subject, requester_email=subject.email or ""
+    )
+    deletion = services.request_verify(
+        request=services.request_submit(
+            actor=SYSTEM, type=RequestType.DELETION, subject=subject, requester_email=subject.email or ""
+        ),
+        actor=SYSTEM,
+        method=VerificationMethod.STAFF,
+    )
+    request_erasure_plan(request=deletion, actor=SYSTEM)
+    withdrawn = services.request_withdraw(
+        request=services.request_submit(
+            actor=SYSTEM, type=RequestType.COPY, subject=subject, requester_email=subject.email or ""
+        ),
+        actor=SYSTEM,
+    )
+    cancellation = cancellation_schedule(user=subject.user, reauthenticated=True)
+    return {
+        "access": access,
+        "deletion": deletion,
+        "cancellation": cancellation.request,
+        "withdrawn": withdrawn,
+    }
+
+
+@pytest.mark.django_db(databases=ALL)
+def test_the_open_requests_and_cancellation_of_an_erased_person_are_closed_and_nobody_chases_them(
+    product: None,
+) -> None:
+    termination, people = notified(4)
+    erased, held = people[1][0], people[3][0]  # both have an account
+    hold_place(
+        actor=SYSTEM,
+        ground=HoldGround.COURT,
+        reason="(2026)沪0105民初1",
+        review_on=date(2027, 1, 1),
+        subject=held,
+    )
+    with time_machine.travel(EVE, tick=False):
+        business = open_business(erased)
+        kept = open_business(held)
+
+    assert step_at(STOP_DAY) == "done"
+
+    for name in ("access", "deletion", "cancellation"):
+        request = DataSubjectRequest.objects.get(pk=business[name].pk)
+        assert (request.status, request.closed_at is not None) == (RequestStatus.COMPLETED, True), name
+        entry = AuditEntry.objects.get(action="request.close_terminated", object_id=str(request.pk))
+        assert entry.data["reason"] == "service_terminated"
+        assert entry.data["termination"] == termination.reference
+    assert DataSubjectRequest.objects.get(pk=business["withdrawn"].pk).status == RequestStatus.WITHDRAWN
+    # The deletion request's own plan, never confirmed, is cancelled rather than left to staff.
+    own = Erasure.objects.get(reference=business["deletion"].reference)
+    assert own.status == Erasure.Status.CANCELLED
+    # The person under a legal hold keeps everything open, as before.
+    assert {n: DataSubjectRequest.objects.get(pk=r.pk).status for n, r in kept.items()} == {
+        "access": RequestStatus.AWAITING_VERIFICATION,
+        "deletion": RequestStatus.IN_PROGRESS,
+        "cancellation": RequestStatus.VERIFIED,
+        "withdrawn": RequestStatus.WITHDRAWN,
+    }
+    assert {n: r.status for n, r in kept.items()} == {
+        n: DataSubjectRequest.objects.get(pk=r.pk).status for n, r in kept.items()
+    }
+
+    # Later: the cancellation sweep starts only the held person's, reminders only chase theirs.
+    later = STOP_DAY + timedelta(days=30)
+    assert cancellations_sweep(now=later) == 1
+    assert AccountCancellation.objects.get(request=business["cancellation"]).started_at is None
+    services.reminders_sweep(now=later)
+    chased = set(Reminder.objects.values_list("request_id", flat=True))
+    assert chased and chased <= {kept["deletion"].pk, kept["cancellation"].pk}
+    assert audit_verify().ok
+
+
+@pytest.mark.django_db(databases=ALL)
+def test_a_request_closed_by_the_termination_says_why_in_the_requesters_language(product: None) -> None:
+    termination, people = notified(1)
+    subject = people[0][0]
+    with time_machine.travel(EVE, tick=False):
+        request = services.request_submit(
+            actor=SYSTEM, type=RequestType.EXPLANATION, subject=subject, language="en"
+        )
+    # The answer is readable until the key goes: read it as the step writes it.
+    with time_machine.travel(STOP_DAY, tick=False):
+        closed = services.request_close_terminated(
+            request=request, actor=SYSTEM, reference=termination.reference, stop_on=termination.stop_on
+        )
+        again = services.request_close_terminated(
+            request=closed, actor=SYSTEM, reference=termination.reference, stop_on=termination.stop_on
+        )
+
+    assert closed.status == RequestStatus.COMPLETED and again.closed_at == closed.closed_at
+    assert closed.answer == (
+        f"The service stopped on 2026-04-01 and all personal information was deleted or anonymised "
+        f"({termination.reference}). Nothing is left to act on, so this request is closed."
+    )
+    assert AuditEntry.objects.filter(action="request.close_terminated").count() == 1
+
+
+@pytest.mark.django_db(databases=ALL)
+def test_a_person_whose_own_erasure_is_under_way_is_left_to_it_and_recipients_are_told_once(
+    product: None, receiver: Receiver
+) -> None:
+    termination, people = notified(2)
+    subject = people[0][0]
+    webhook, _manual = recipients(receiver)
+    disclosure_record(
+        recipient=webhook, subject=subject, categories=webhook.categories, external_ref="C-1", actor=SYSTEM
+    )
+    with time_machine.travel(EVE, tick=False):
+        request = services.request_verify(
+            request=services.request_submit(
+                actor=SYSTEM, type=RequestType.DELETION, subject=subject, requester_email=subject.email or ""
+            ),
+            actor=SYSTEM,
+            method=VerificationMethod.STAFF,
+        )
+        own = request_erasure_plan(request=request, actor=SYSTEM)
+        request_erasure_confirm(request=request, actor=SYSTEM, enqueue=False)
+
+    assert step_at(STOP_DAY) == "waiting for a running erasure"
+
+    assert not Erasure.objects.filter(subject=subject, reference=termination.reference).exists()
+    with time_machine.travel(STOP_DAY + timedelta(seconds=30), tick=False):
+        assert run_erasure(erasure_id=own.pk) == "done"
+    assert step_at(STOP_DAY + timedelta(minutes=1)) == "done"
+
+    request.refresh_from_db()
+    assert request.status == RequestStatus.COMPLETED  # by its own erasure, with the report
+    assert not AuditEntry.objects.filter(action="request.close_terminated").exists()
+    notices = RecipientNotice.objects.filter(subject=subject)
+    assert [(n.recipient.code, n.reference) for n in notices] == [("shunda", request.reference)]
+    done = Erasure.objects.filter(status=Erasure.Status.DONE)
+    assert Counter(done.values_list("subject_id", flat=True)) == {subject.pk: 1, people[1][0].pk: 1}
