@@ -58,6 +58,7 @@ from dsar.models import (
     VerificationMethod,
 )
 from dsar.workdays import business_today, business_tz, workday_index
+from retention.termination import termination_done
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +199,18 @@ def request_submit_public(
     documents: Iterable[Any] = (),
     language: str = "",
 ) -> DataSubjectRequest:
-    """A request without an account: recorded, then a code is e-mailed to prove the address."""
+    """A request without an account: recorded, then a code is e-mailed to prove the address.
+    Taken until the service termination has finished erasing (after that a request would
+    record a person nobody erases any more)."""
+    finished = termination_done()
+    if finished is not None:
+        raise ValidationError(
+            _(
+                "This service stopped on %(day)s and all personal information has been deleted or "
+                "anonymised, so no new requests can be made here. For anything else write to %(contact)s."
+            )
+            % {"day": finished.stop_on.isoformat(), "contact": settings.QUANYI_CONTROLLER_CONTACT}
+        )
     if on_behalf == OnBehalf.SELF:
         subject = subject_for_public_request(email=email, name=name, phone=phone, language=language)
         relationship = ""

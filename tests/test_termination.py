@@ -2,7 +2,8 @@
 and the announcement is public at once; nothing is erased before the stop date; from it the
 job erases every person through the erasure engine except people under a legal hold, in
 batches, resumable, never twice; cancelling before erasure stops the e-mails. Each erased
-person's recipients are asked to delete once and their open requests are closed."""
+person's recipients are asked to delete once, their open requests are closed, and from the stop
+date nobody signs up (the no-account request form works until the erasure is done)."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from consent.campaigns import campaign_step
 from consent.models import NoticeCampaign, NoticeDelivery
 from core import crypto, sources
 from core.audit import SYSTEM, Actor, audit_verify
+from core.crypto import blind_index
 from core.models import (
     AuditEntry,
     JobState,
@@ -50,6 +52,7 @@ from dsar.erasure import request_erasure_confirm, request_erasure_plan, run_eras
 from dsar.models import (
     AccountCancellation,
     DataSubjectRequest,
+    OnBehalf,
     Reminder,
     RequestType,
     VerificationMethod,
@@ -850,6 +853,69 @@ def test_a_request_closed_by_the_termination_says_why_in_the_requesters_language
         f"({termination.reference}). Nothing is left to act on, so this request is closed."
     )
     assert AuditEntry.objects.filter(action="request.close_terminated").count() == 1
+
+
+SIGNUP = {"email": "new.person@example.cn", "password1": factories.PASSWORD, "password2": factories.PASSWORD}
+
+
+@pytest.mark.django_db(databases=ALL)
+def test_sign_up_closes_on_the_stop_date_and_the_public_form_works_until_erasure_is_done(
+    client: Client, product: None
+) -> None:
+    termination, _people = notified(1)
+    signup, public = reverse("account_signup"), reverse("dsar:submit", args=[RequestType.ACCESS])
+    form = {"name": "李四", "email": "li.si@example.cn", "details": "我的记录", "on_behalf": OnBehalf.SELF}
+
+    # The eve: sign-up is still open.
+    with time_machine.travel(EVE, tick=False):
+        page = client.get(signup, HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert 'name="password1"' in page and "Sign-up is closed" not in page
+
+    with time_machine.travel(STOP_DAY, tick=False):
+        closed = client.get(signup, HTTP_ACCEPT_LANGUAGE="en")
+        refused = client.post(signup, {**SIGNUP}, HTTP_ACCEPT_LANGUAGE="en")
+        app = Client().post(
+            "/_allauth/app/v1/auth/signup",
+            {"email": SIGNUP["email"], "password": factories.PASSWORD},
+            content_type="application/json",
+        )
+        asked = client.post(public, form, HTTP_ACCEPT_LANGUAGE="en")
+    html = closed.content.decode()
+    assert closed.status_code == 200 and "Sign-up is closed" in html
+    assert "This service stopped on 2026-04-01: no new accounts can be created" in html
+    assert 'name="password1"' not in html and reverse("dsar:new") in html
+    assert "Sign-up is closed" in refused.content.decode()
+    assert app.status_code == 403
+    assert not User.objects.filter(email=SIGNUP["email"]).exists()
+    # People can still ask without an account until the erasure is done...
+    assert asked.status_code == 302 and asked["Location"] == reverse("dsar:code")
+    request = DataSubjectRequest.objects.get(subject__email_index=blind_index("email", "li.si@example.cn"))
+    assert request.status == RequestStatus.AWAITING_VERIFICATION
+
+    # ...and the person who asked is erased with everyone else, their request closed.
+    assert step_at(STOP_DAY + timedelta(minutes=1)) == "done"
+    request.refresh_from_db()
+    assert request.status == RequestStatus.COMPLETED
+
+    # Once it is done, the form says why it takes nothing more (the API too), and creates nothing.
+    with time_machine.travel(STOP_DAY + timedelta(days=1), tick=False):
+        after = client.post(public, {**form, "email": "wang.wu@example.cn"}, HTTP_ACCEPT_LANGUAGE="en")
+        api = Client().post(
+            reverse("api-public-request-create"),
+            {**form, "type": RequestType.ACCESS, "email": "zhao.liu@example.cn"},
+            HTTP_ACCEPT_LANGUAGE="en",
+        )
+        still_closed = client.get(signup, HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert after.status_code == 200
+    assert "This service stopped on 2026-04-01 and all personal information has been deleted" in (
+        after.content.decode()
+    )
+    assert api.status_code == 400, api.content
+    assert "no new requests can be made here" in api.content.decode()
+    assert DataSubjectRequest.objects.count() == 1
+    assert "Sign-up is closed" in still_closed
+    termination.refresh_from_db()
+    assert termination.status == Status.DONE
 
 
 @pytest.mark.django_db(databases=ALL)
