@@ -16,7 +16,14 @@ class AccountAdapter(DefaultAccountAdapter):
     """allauth customised through services: every account holder gets a data subject."""
 
     def is_open_for_signup(self, request: HttpRequest) -> bool:
-        return bool(getattr(settings, "QUANYI_SIGNUP_OPEN", True))
+        """Closed by QUANYI_SIGNUP_OPEN, and from the stop date of a service termination on (an
+        account made then would only be erased; account/signup_closed.html says why)."""
+        if not getattr(settings, "QUANYI_SIGNUP_OPEN", True):
+            return False
+        # retention builds on accounts: the termination is looked up when someone signs up.
+        from retention.termination import termination_stopped
+
+        return termination_stopped() is None
 
     def save_user(self, request: HttpRequest, user: Any, form: Any, commit: bool = True) -> Any:
         user = super().save_user(request, user, form, commit=False)

@@ -31,6 +31,7 @@ _READ = [
     "retention.view_retentionrule",
     "retention.view_sweeprun",
     "retention.view_childdatafinding",
+    "retention.view_servicetermination",
     "core.view_recipient",
     "core.view_disclosure",
     "core.view_recipientnotice",
@@ -85,6 +86,8 @@ ROLES: dict[str, list[str]] = {
         "core.view_jobstate",
         "core.view_outboxmessage",
         "retention.view_backup",
+        # Start (or, before erasure begins, cancel) the termination of the service.
+        "retention.start_termination",
     ],
     # Auditors read everything and change nothing.
     AUDITOR: [

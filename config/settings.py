@@ -130,6 +130,7 @@ TEMPLATES = [
                 "django.contrib.messages.context_processors.messages",
                 "consent.context_processors.policy_notice",
                 "dsar.context_processors.account_cancellation",
+                "retention.context_processors.service_termination",
             ],
         },
     },
@@ -384,6 +385,9 @@ CELERY_BEAT_SCHEDULE = {
     # legal holds excepted), list children's data without guardian consent, and tell the DPO
     # group about legal holds past their review date (each hold at most once a day).
     "retention-sweep": {"task": "retention.tasks.retention_sweep", "schedule": 24 * 3600.0},
+    # Every minute: the service termination, once started — marks the notices sent and, from the
+    # stop date, erases every person in batches (resumable; legal holds kept and listed).
+    "service-termination": {"task": "retention.tasks.service_termination", "schedule": 60.0},
 }
 # /healthz: how long the broker connection check may take, and how old the worker's heartbeat
 # (written every minute) may be before the worker counts as stale (status "degraded").
@@ -448,6 +452,14 @@ if not 0 <= QUANYI_CANCELLATION_COOLING_OFF_DAYS <= 14:
 QUANYI_CAMPAIGN_BATCH = env.int("QUANYI_CAMPAIGN_BATCH", default=100)
 QUANYI_CAMPAIGN_TARGET_BATCH = env.int("QUANYI_CAMPAIGN_TARGET_BATCH", default=1000)
 QUANYI_CAMPAIGN_LEASE_SECONDS = env.int("QUANYI_CAMPAIGN_LEASE_SECONDS", default=300)
+
+# --- Service termination (retention.termination; seed 000 §6) ------------------------------
+# The least number of days between starting the termination (announcement and e-mails) and
+# the stop date, from which every person is erased; and people erased per batch by the job.
+QUANYI_TERMINATION_NOTICE_DAYS = env.int("QUANYI_TERMINATION_NOTICE_DAYS", default=30)
+if QUANYI_TERMINATION_NOTICE_DAYS < 1:
+    raise ImproperlyConfigured("QUANYI_TERMINATION_NOTICE_DAYS must be at least 1 (day).")
+QUANYI_TERMINATION_BATCH = env.int("QUANYI_TERMINATION_BATCH", default=50)
 
 # --- Security --------------------------------------------------------------------------
 SECURE_CONTENT_TYPE_NOSNIFF = True

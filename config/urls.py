@@ -23,6 +23,7 @@ urlpatterns = [
     path("api/v1/", include("dsar.api_urls")),
     path("api/v1/", include("consent.api_urls")),
     path("", include("consent.urls")),
+    path("", include("retention.urls")),
     path("accounts/", include("allauth.urls")),
     # Before allauth's own routes, which they shadow: see core.views.no_phone_sign_in.
     re_path(

@@ -446,6 +446,7 @@ CAMPAIGN_FIELDS: tuple[str, ...] = (
     "kind",
     "policy",
     "incident",
+    "termination",
     "status",
     "progress",
     "targeted",
@@ -477,7 +478,7 @@ class NoticeCampaignAdmin(ReadOnlyAdmin):
         "finished_at",
     ]
     list_filter = ["kind", "status"]
-    list_select_related = ["policy", "incident"]
+    list_select_related = ["policy", "incident", "termination"]
     ordering = ["-created_at", "-id"]
     fields = CAMPAIGN_FIELDS
     readonly_fields = CAMPAIGN_FIELDS
@@ -558,7 +559,13 @@ DELIVERY_FIELDS: tuple[str, ...] = (
 class NoticeDeliveryAdmin(SubjectNumberSearch, ReadOnlyAdmin):
     list_display = list(DELIVERY_FIELDS)
     list_filter = ["status", "campaign"]
-    list_select_related = ["campaign", "campaign__policy", "campaign__incident", "subject"]
+    list_select_related = [
+        "campaign",
+        "campaign__policy",
+        "campaign__incident",
+        "campaign__termination",
+        "subject",
+    ]
     search_fields = ["=subject__id"]
     search_help_text = _("Exact subject number, e.g. DS-000123.")
     ordering = ["campaign", "id"]

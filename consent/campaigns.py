@@ -1,5 +1,6 @@
 """Notice campaigns: one e-mail to many people (a material policy change, a security
-incident), sent in batches by Celery, resumable after a crash, and never twice to one person.
+incident, the termination of the service), sent in batches by Celery, resumable after a
+crash, and never twice to one person.
 
 How it runs:
 
@@ -27,7 +28,7 @@ rows after half the lease and bounds each SMTP call by a timeout, so a live batc
 for a dead one; if it still were, its late confirmation is recorded (`interrupted` → `sent`) and
 rows it had not attempted are skipped, because every write is conditional on its own claim.
 
-Policy-change and incident e-mails are service notices, not marketing: they go to everyone
+Policy-change, incident and termination e-mails are service notices, not marketing: they go to everyone
 concerned whatever their marketing consent, and carry no unsubscribe link.
 """
 
@@ -39,7 +40,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from django.conf import settings
@@ -64,6 +65,9 @@ from consent.models import (
 from core.audit import SYSTEM, Actor, audit_log
 from core.datamap import Category
 from core.outbox import outbox_enqueue
+
+if TYPE_CHECKING:
+    from retention.models import ServiceTermination
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +106,8 @@ def campaign_audience(campaign: NoticeCampaign) -> QuerySet[DataSubject]:
         # Whoever joined after publication agreed to the new version when signing up (the
         # portal's notice makes the same cut).
         return subjects.filter(created_at__lt=policy.published_at)
+    if campaign.kind == NoticeCampaign.Kind.SERVICE_TERMINATION:
+        return subjects  # everyone we can reach
     return subjects.filter(security_incidents=campaign.incident_id)
 
 
@@ -125,21 +131,25 @@ def campaign_create(
     actor: Actor,
     policy: PolicyVersion | None = None,
     incident: SecurityIncident | None = None,
+    termination: ServiceTermination | None = None,
     user: User | None = None,
     start: bool = True,
 ) -> NoticeCampaign:
-    """The campaign about `policy` or `incident` (one each: a second call returns it, started
-    again when `start`)."""
-    if (policy is None) == (incident is None):
+    """The campaign about `policy`, `incident` or `termination` (one each: a second call
+    returns it, started again when `start`)."""
+    if [policy, incident, termination].count(None) != 2:
         raise ValidationError(_("A campaign is about one policy version or one incident."))
-    existing = (
-        NoticeCampaign.objects.filter(policy=policy)
-        if policy
-        else NoticeCampaign.objects.filter(incident=incident)
-    )
+    if policy:
+        existing = NoticeCampaign.objects.filter(policy=policy)
+    elif incident:
+        existing = NoticeCampaign.objects.filter(incident=incident)
+    else:
+        existing = NoticeCampaign.objects.filter(termination=termination)
     campaign = existing.first()
     if campaign is None:
-        campaign = NoticeCampaign(kind=kind, policy=policy, incident=incident, created_by=user)
+        campaign = NoticeCampaign(
+            kind=kind, policy=policy, incident=incident, termination=termination, created_by=user
+        )
         try:
             campaign.full_clean()
         except ValidationError as exc:
@@ -157,6 +167,7 @@ def campaign_create(
                 "kind": kind,
                 "policy": policy.version if policy else None,
                 "incident": incident.pk if incident else None,
+                "termination": termination.pk if termination else None,
             },
         )
     if start:
@@ -482,7 +493,7 @@ def campaign_step(*, campaign_id: int, token: str | None = None) -> str:
     mine = _claim_lease(campaign_id, token)
     if mine is None:
         return "not mine"  # another step holds the lease, or the campaign is not running
-    campaign = NoticeCampaign.objects.select_related("policy", "incident").get(pk=campaign_id)
+    campaign = NoticeCampaign.objects.select_related("policy", "incident", "termination").get(pk=campaign_id)
     deadline = time.monotonic() + _lease().total_seconds() / 2
     _resolve_dead_rows(campaign)
     if campaign.status == Status.QUEUED:
@@ -605,6 +616,18 @@ def incident_notice_context(incident: SecurityIncident, language: str) -> dict[s
     }
 
 
+def termination_notice_context(termination: ServiceTermination, language: str) -> dict[str, Any]:
+    return {
+        "stop_on": termination.stop_on.isoformat(),
+        "reason": termination.reason,
+        "announcement_url": _site(reverse("retention:termination")),
+        "request_url": _site(reverse("dsar:new")),
+        "contact": settings.QUANYI_CONTROLLER_CONTACT,
+        "controller": settings.QUANYI_CONTROLLER_NAME,
+        "site_url": settings.SITE_URL,
+    }
+
+
 class Composer:
     """Renders one campaign's e-mail per person, in their language (contexts cached per language)."""
 
@@ -617,6 +640,9 @@ class Composer:
             if self.campaign.kind == NoticeCampaign.Kind.POLICY_CHANGE:
                 assert self.campaign.policy is not None  # noqa: S101 - the model's check constraint
                 self._contexts[language] = policy_notice_context(self.campaign.policy, language)
+            elif self.campaign.kind == NoticeCampaign.Kind.SERVICE_TERMINATION:
+                assert self.campaign.termination is not None  # noqa: S101 - the model's check constraint
+                self._contexts[language] = termination_notice_context(self.campaign.termination, language)
             else:
                 assert self.campaign.incident is not None  # noqa: S101 - the model's check constraint
                 self._contexts[language] = incident_notice_context(self.campaign.incident, language)

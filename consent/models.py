@@ -388,6 +388,7 @@ class NoticeCampaign(models.Model):
     class Kind(models.TextChoices):
         POLICY_CHANGE = "policy_change", _("material privacy policy change")
         SECURITY_INCIDENT = "security_incident", _("security incident")
+        SERVICE_TERMINATION = "service_termination", _("service termination")
 
     class Status(models.TextChoices):
         DRAFT = "draft", _("draft")
@@ -412,6 +413,14 @@ class NoticeCampaign(models.Model):
         on_delete=models.PROTECT,
         related_name="campaigns",
         verbose_name=_("security incident"),
+    )
+    termination = models.ForeignKey(
+        "retention.ServiceTermination",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="campaigns",
+        verbose_name=_("service termination"),
     )
     status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.DRAFT)
     targeted = models.PositiveIntegerField(_("targeted"), default=0)
@@ -439,8 +448,24 @@ class NoticeCampaign(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=(
-                    models.Q(kind="policy_change", policy__isnull=False, incident__isnull=True)
-                    | models.Q(kind="security_incident", incident__isnull=False, policy__isnull=True)
+                    models.Q(
+                        kind="policy_change",
+                        policy__isnull=False,
+                        incident__isnull=True,
+                        termination__isnull=True,
+                    )
+                    | models.Q(
+                        kind="security_incident",
+                        incident__isnull=False,
+                        policy__isnull=True,
+                        termination__isnull=True,
+                    )
+                    | models.Q(
+                        kind="service_termination",
+                        termination__isnull=False,
+                        policy__isnull=True,
+                        incident__isnull=True,
+                    )
                 ),
                 name="consent_campaign_about_one_thing",
             ),
@@ -454,10 +479,17 @@ class NoticeCampaign(models.Model):
                 condition=models.Q(incident__isnull=False),
                 name="consent_campaign_one_per_incident",
             ),
+            models.UniqueConstraint(
+                fields=["termination"],
+                condition=models.Q(termination__isnull=False),
+                name="consent_campaign_one_per_termination",
+            ),
         ]
 
     def __str__(self) -> str:
         about = f"v{self.policy.version}" if self.policy_id and self.policy else str(self.incident or "")
+        if self.termination_id and self.termination:
+            about = str(self.termination.stop_on)
         return f"{self.get_kind_display()} {about}".strip()
 
     @property

@@ -18,6 +18,11 @@ class DsarConfig(AppConfig):
         from dsar import records
 
         records.register()  # requests and identity documents under Quanyi's retention rules
+        from dsar.erasure import requests_close_on_termination
+        from retention.erasure import before_seal_register
+
+        # A person the service termination erases leaves no request open.
+        before_seal_register(requests_close_on_termination)
 
 
 def export_dir_check(app_configs: Any = None, **kwargs: Any) -> list[checks.CheckMessage]:

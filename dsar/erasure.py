@@ -1,8 +1,8 @@
 """Erasure for deletion and cancellation requests: the request's side of retention.erasure.
 
 Staff make the plan from the request, read it, and confirm it; a Celery worker then erases
-(retention.erasure.erasure_run). Just before the subject's key is destroyed, while the
-requester's address can still be decrypted, this module tells the recipients, sends the
+(retention.erasure.erasure_run), which also tells the recipients. Just before the subject's
+key is destroyed, while the requester's address can still be decrypted, this module sends the
 requester the report and completes the request.
 """
 
@@ -18,14 +18,13 @@ from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 
 from accounts.models import User
-from core.audit import Actor, audit_log
-from core.models import NoticeKind
-from core.recipients import recipients_notify
+from core.audit import SYSTEM, Actor
 from core.sources import text
 from dsar import notifications, services
-from dsar.models import DataSubjectRequest, RequestType, Status
+from dsar.models import OPEN_STATUSES, DataSubjectRequest, RequestType, Status
 from retention import erasure as engine
 from retention.models import Erasure
+from retention.termination import termination_of
 
 RUNNER = "dsar.tasks.run_erasure"
 ERASING_TYPES = (RequestType.DELETION, RequestType.CANCELLATION)
@@ -95,7 +94,7 @@ def _before_seal(erasure: Erasure) -> None:
     )
     if request is None:
         return
-    _tell_recipients(erasure, request)
+    # The engine has told the recipients already (retention.erasure.recipients_tell).
     if erasure.notified_at is None:
         erasure.backups_until = engine.backups_roll_over_by(timezone.now())
         notifications.send_erasure_report(request=request, erasure=erasure)
@@ -109,24 +108,29 @@ def _before_seal(erasure: Erasure) -> None:
         services.request_complete(request=request, actor=Actor("system"), answer=summary, email=False)
 
 
-def _tell_recipients(erasure: Erasure, request: DataSubjectRequest) -> None:
-    """Ask every recipient of the subject's data to delete it too (seed 000 §4.3). The
-    notices are created once per recipient and request (a resumed run finds them) and carry
-    the recipient's own reference for the person sealed apart from the subject's key, so they
-    are still delivered, signed and retried, after the key is destroyed."""
-    with transaction.atomic():
-        notices = recipients_notify(
-            subject=erasure.subject,
-            kind=NoticeKind.DELETION,
-            reference=erasure.reference,
-            actor=Actor("system"),
-        )
-        audit_log(
-            actor=Actor("system"),
-            action="erasure.recipients_told",
-            obj=erasure,
-            data={"recipients": sorted(n.recipient_id for n in notices)},
-        )
+def requests_close_on_termination(erasure: Erasure) -> None:
+    """Registered with the engine (before_seal_register): when the service termination erases a
+    person, their open requests, a pending account cancellation among them, are closed with an
+    answer that says why (services.request_close_terminated), and a plan one of them made that
+    was never confirmed is cancelled, so nobody is left chasing an erased person. Idempotent:
+    a resumed run finds nothing open."""
+    termination = termination_of(erasure)
+    if termination is None:
+        return
+    open_requests = DataSubjectRequest.objects.filter(
+        subject_id=erasure.subject_id, status__in=OPEN_STATUSES
+    ).order_by("pk")
+    for request in open_requests:
+        with transaction.atomic():
+            own = erasure_of(request)
+            if own is not None and own.status == Erasure.Status.PLANNED:
+                try:
+                    engine.erasure_cancel(erasure=own, actor=SYSTEM)
+                except ValidationError:
+                    pass  # confirmed a moment ago: it runs to its end, which erases nothing more
+            services.request_close_terminated(
+                request=request, actor=SYSTEM, reference=termination.reference, stop_on=termination.stop_on
+            )
 
 
 # --- Reading a plan or a report -------------------------------------------------------------

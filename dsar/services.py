@@ -58,6 +58,7 @@ from dsar.models import (
     VerificationMethod,
 )
 from dsar.workdays import business_today, business_tz, workday_index
+from retention.termination import termination_done
 
 log = logging.getLogger(__name__)
 
@@ -198,7 +199,18 @@ def request_submit_public(
     documents: Iterable[Any] = (),
     language: str = "",
 ) -> DataSubjectRequest:
-    """A request without an account: recorded, then a code is e-mailed to prove the address."""
+    """A request without an account: recorded, then a code is e-mailed to prove the address.
+    Taken until the service termination has finished erasing (after that a request would
+    record a person nobody erases any more)."""
+    finished = termination_done()
+    if finished is not None:
+        raise ValidationError(
+            _(
+                "This service stopped on %(day)s and all personal information has been deleted or "
+                "anonymised, so no new requests can be made here. For anything else write to %(contact)s."
+            )
+            % {"day": finished.stop_on.isoformat(), "contact": settings.QUANYI_CONTROLLER_CONTACT}
+        )
     if on_behalf == OnBehalf.SELF:
         subject = subject_for_public_request(email=email, name=name, phone=phone, language=language)
         relationship = ""
@@ -366,6 +378,8 @@ _ALLOWED: dict[str, tuple[frozenset[str], str]] = {
     "complete": (frozenset({Status.VERIFIED, Status.IN_PROGRESS}), Status.COMPLETED),
     "refuse": (frozenset(OPEN_STATUSES), Status.REFUSED),
     "withdraw": (frozenset(OPEN_STATUSES), Status.WITHDRAWN),
+    # Only the service termination closes a request this way (request_close_terminated).
+    "close_terminated": (frozenset(OPEN_STATUSES), Status.COMPLETED),
 }
 
 
@@ -421,6 +435,7 @@ ACTION_LABELS = {
     "complete": gettext_lazy("completed"),
     "refuse": gettext_lazy("refused"),
     "withdraw": gettext_lazy("withdrawn"),
+    "close_terminated": gettext_lazy("closed because the service stopped"),
 }
 
 
@@ -571,6 +586,31 @@ def request_withdraw(
     request, changed = _transition(request, "withdraw", actor=actor, fields={"closed_at": timezone.now()})
     if changed:
         _email(request, "cancellation_undone" if undone else "withdrawn")
+    return request
+
+
+@transaction.atomic
+def request_close_terminated(
+    *, request: DataSubjectRequest, actor: Actor, reference: str, stop_on: date
+) -> DataSubjectRequest:
+    """The service termination erases the person (seed 000 §6): nothing is left to act on, so
+    their open request is closed as completed, whatever step it had reached, with an answer
+    that says why; staff queues, deadline reminders and the cancellation sweep stop chasing it.
+    No e-mail: everyone was told of the termination, and the address is about to become
+    unreadable. A request already closed is left as it is."""
+    with translation.override(request.language or settings.LANGUAGE_CODE):
+        answer = _(
+            "The service stopped on %(day)s and all personal information was deleted or "
+            "anonymised (%(reference)s). Nothing is left to act on, so this request is closed."
+        ) % {"day": stop_on.isoformat(), "reference": reference}
+    request, _changed = _transition(
+        request,
+        "close_terminated",
+        actor=actor,
+        fields={"closed_at": timezone.now()},
+        secret_fields={"answer": answer},
+        data={"reason": "service_terminated", "termination": reference, "on_time": _on_time(request)},
+    )
     return request
 
 

@@ -3,20 +3,36 @@ from __future__ import annotations
 from typing import Any
 
 from django import forms
+from django.conf import settings as django_settings
 from django.contrib import admin, messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.http import urlencode
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
+from accounts.models import DataSubject, User
+from consent.admin import confirm_page
 from core.admin import ReadOnlyAdmin
 from core.audit import Actor
 from core.datamap import Category
-from retention import services
-from retention.models import Backup, ChildDataFinding, Erasure, LegalHold, RetentionRule, SweepRun, Tombstone
+from retention import services, termination
+from retention.models import (
+    Backup,
+    ChildDataFinding,
+    Erasure,
+    LegalHold,
+    RetentionRule,
+    ServiceTermination,
+    SweepRun,
+    Tombstone,
+)
 
 
 class LegalHoldForm(forms.ModelForm):  # type: ignore[type-arg]
@@ -221,3 +237,216 @@ class ChildDataFindingAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
                 user=request.user,  # type: ignore[arg-type]
             )
         messages.success(request, _("Marked done."))
+
+
+# --- Service termination -------------------------------------------------------------------------
+
+
+class TerminationStartForm(forms.Form):
+    stop_on = forms.DateField(
+        label=_("The service stops on"),
+        help_text=_("YYYY-MM-DD. Every person's data is erased from this day."),
+    )
+    reason = forms.CharField(
+        label=_("Reason"),
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text=_("Public: shown in the announcement and the e-mail. Name no person."),
+    )
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean() or {}
+        if "stop_on" in data and "reason" in data:
+            try:
+                data["reason"] = termination.termination_validate(
+                    stop_on=data["stop_on"], reason=data["reason"]
+                )
+            except ValidationError as exc:
+                self.add_error(None, exc)
+        return data
+
+
+TERMINATION_FIELDS: tuple[str, ...] = (
+    "status",
+    "stop_on",
+    "notice_days",
+    "reason",
+    "public_link",
+    "started_by",
+    "started_at",
+    "campaign_shown",
+    "notified_at",
+    "erasing_at",
+    "subjects_erased",
+    "subjects_held",
+    "subjects_remaining",
+    "finished_at",
+    "report_shown",
+    "cancelled_at",
+    "cancelled_by",
+)
+
+
+@admin.register(ServiceTermination)
+class ServiceTerminationAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+    """The DPO starts the termination here (a form, then a confirmation page) and may cancel it
+    until erasure starts; everyone on staff follows its progress. The record itself is read-only."""
+
+    list_display = [
+        "__str__",
+        "status",
+        "stop_on",
+        "started_at",
+        "subjects_erased",
+        "subjects_held",
+        "subjects_remaining",
+        "finished_at",
+    ]
+    fields = TERMINATION_FIELDS
+    readonly_fields = TERMINATION_FIELDS
+    actions = ["cancel"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(termination.PERMISSION)
+
+    def has_start_termination_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(termination.PERMISSION)
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    @admin.display(description=_("public announcement"))
+    def public_link(self, obj: ServiceTermination) -> str:
+        if obj.status == ServiceTermination.Status.CANCELLED:
+            return "—"
+        url = reverse("retention:termination")
+        return format_html('<a href="{}">{}</a>', url, url)
+
+    @admin.display(description=_("notice e-mails"))
+    def campaign_shown(self, obj: ServiceTermination) -> str:
+        campaign = termination.termination_campaign(obj)
+        if campaign is None:
+            return "—"
+        return format_html(
+            '<a href="{}">{}</a>',
+            reverse("admin:consent_noticecampaign_change", args=[campaign.pk]),
+            gettext(
+                "%(status)s: %(sent)d of %(targeted)d sent, %(failed)d failed, %(interrupted)d interrupted"
+            )
+            % {
+                "status": campaign.get_status_display(),
+                "sent": campaign.sent,
+                "targeted": campaign.targeted,
+                "failed": campaign.failed,
+                "interrupted": campaign.interrupted,
+            },
+        )
+
+    @admin.display(description=_("final report"))
+    def report_shown(self, obj: ServiceTermination) -> str:
+        report = obj.report or {}
+        if not report:
+            return "—"
+        erasures = reverse("admin:retention_erasure_changelist") + "?" + urlencode({"q": obj.reference})
+        held = format_html_join(
+            "",
+            "<li>{}: {}</li>",
+            (
+                (
+                    f"DS-{h['subject']:06d}",
+                    ", ".join(
+                        f"#{x['id']} {x['ground']}{' / ' + x['category'] if x['category'] else ''}"
+                        for x in h["holds"]
+                    ),
+                )
+                for h in report.get("held", [])
+            ),
+        )
+        kept = ", ".join(f"{k} ({n})" for k, n in sorted(report.get("kept_under_category_holds", {}).items()))
+        return format_html(
+            '<p>{}</p><p>{}</p><ul>{}</ul><p>{}</p><p>{}</p><p><a href="{}">{}</a></p>',
+            gettext("%(n)d people erased; backups holding their data roll over by %(day)s.")
+            % {"n": report.get("erased", 0), "day": report.get("backups_roll_over_by") or "—"},
+            gettext("Kept under a legal hold (hold, ground):"),
+            held or format_html("<li>{}</li>", gettext("nobody")),
+            gettext("Tables kept for erased people under a hold on a category: %(tables)s")
+            % {"tables": kept or "—"},
+            gettext(
+                "Quanyi's own records of these people (requests, consent ledger, audit log) follow their "
+                "retention rules; the audit log is never deleted."
+            ),
+            erasures,
+            gettext("The erasures of this termination"),
+        )
+
+    def add_view(self, request: HttpRequest, form_url: str = "", extra_context: Any = None) -> HttpResponse:
+        """Step 1: the date and the reason. Step 2: what will happen, confirmed. Then it starts."""
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = TerminationStartForm(request.POST if request.method == "POST" else None)
+        confirming = False
+        if request.method == "POST" and form.is_valid():
+            if "confirm" in request.POST:
+                user = request.user if isinstance(request.user, User) else None
+                try:
+                    started = termination.termination_start(
+                        actor=Actor.of(request.user),
+                        stop_on=form.cleaned_data["stop_on"],
+                        reason=form.cleaned_data["reason"],
+                        user=user,
+                    )
+                except ValidationError as exc:
+                    form.add_error(None, exc)
+                else:
+                    messages.success(
+                        request,
+                        gettext("The termination is announced; the notices are being sent."),
+                    )
+                    return redirect("admin:retention_servicetermination_change", started.pk)
+            else:
+                confirming = True
+        context = {
+            **self.admin_site.each_context(request),
+            "title": gettext("Terminate the service"),
+            "opts": self.opts,
+            "form": form,
+            "confirming": confirming,
+            "reachable": termination.reachable_count(),
+            "subjects": DataSubject.objects.filter(erased_at__isnull=True).count(),
+            "holds": LegalHold.objects.filter(released_at__isnull=True).count(),
+            "earliest": termination.earliest_stop_on(),
+            "notice_days": django_settings.QUANYI_TERMINATION_NOTICE_DAYS,
+        }
+        return TemplateResponse(request, "admin/retention/termination_start.html", context)
+
+    @admin.action(
+        description=_("Cancel the termination (before erasure starts)"), permissions=["start_termination"]
+    )
+    def cancel(self, request: HttpRequest, queryset: QuerySet[ServiceTermination]) -> HttpResponseBase | None:
+        chosen = list(queryset.order_by("pk"))
+        if "apply" not in request.POST:
+            return confirm_page(
+                self,
+                request,
+                action="cancel",
+                title=gettext("Cancel the termination"),
+                intro=[
+                    gettext(
+                        "The announcement is taken down and no more notice e-mails are sent; e-mails "
+                        "already sent are not called back. Once erasure has started it cannot be cancelled."
+                    )
+                ],
+                rows=[(t, t.get_status_display()) for t in chosen],
+                button=gettext("Cancel the termination"),
+            )
+        user = request.user if isinstance(request.user, User) else None
+        for item in chosen:
+            try:
+                termination.termination_cancel(termination=item, actor=Actor.of(request.user), user=user)
+            except ValidationError as exc:
+                messages.error(request, f"{item}: {' '.join(exc.messages)}")
+            else:
+                messages.success(request, gettext("%(t)s: cancelled.") % {"t": item})
+        return None

@@ -10,6 +10,10 @@ How it stays safe:
   erasure; a crashed run is taken over when its lease expires. Each batch is one
   transaction in the source database and every erase operation is idempotent, so repeating
   the batch after a crash changes nothing more.
+- Before sealing, every recipient of the subject's data is asked to delete it too (one notice
+  per recipient and erasure: a resumed run finds the notices it wrote), and the steps other
+  apps registered (before_seal_register) run; each is idempotent. This is the engine's, so
+  every runner does it, the bare one included.
 - Sealing happens once: the subject's key is destroyed first (crypto-shredding, idempotent),
   then in one transaction Quanyi's own identifying values are removed, the tombstone is
   written and the erasure marked done.
@@ -37,11 +41,25 @@ from accounts.services import subject_erase, subject_identifiers
 from core import crypto, sources
 from core.audit import Actor, audit_log
 from core.datamap import Erase
+from core.models import NoticeKind, RecipientNotice
 from core.outbox import outbox_enqueue
+from core.recipients import recipients_notify
 from retention.models import Erasure, ErasureStep, LegalHold, Tombstone
 from retention.selectors import backups_clear_by, backups_in_use
 
 log = logging.getLogger(__name__)
+
+# Work other apps owe before a person's key is destroyed (dsar closes the open requests of a
+# person the service termination erases). Registered from AppConfig.ready, so the engine never
+# imports the apps that build on it. Each step gets the erasure, must be idempotent (a resumed
+# run calls it again) and runs while the subject's values can still be decrypted.
+_before_seal_steps: list[Callable[[Erasure], None]] = []
+
+
+def before_seal_register(step: Callable[[Erasure], None]) -> None:
+    """Idempotent: an app registers its step from AppConfig.ready."""
+    if step not in _before_seal_steps:
+        _before_seal_steps.append(step)
 
 
 def holds_active(subject: DataSubject) -> list[LegalHold]:
@@ -322,10 +340,44 @@ def erasure_run(
             if finished:
                 break
     erasure.refresh_from_db()
+    recipients_tell(erasure)
+    for registered in _before_seal_steps:
+        registered(erasure)
     if before_seal is not None:
         before_seal(erasure)
     erasure_seal(erasure=erasure)
     return "done"
+
+
+def notice_reference(erasure: Erasure) -> str:
+    """The reference the recipients' deletion notices carry. A request's erasure is the only one
+    under the request's reference, so its notices carry that; a service termination erases
+    everyone under one reference, so each person's notices add their subject number (a notice
+    reference names one person's event)."""
+    if erasure.origin == Erasure.Origin.TERMINATION:
+        return f"{erasure.reference}-{erasure.subject_id}"
+    return erasure.reference
+
+
+def recipients_tell(erasure: Erasure) -> list[RecipientNotice]:
+    """Ask every recipient of the subject's data to delete it too (seed 000 §4.3). The notices
+    are created once per recipient and erasure (a resumed run finds them) and carry the
+    recipient's own reference for the person sealed apart from the subject's key, so they are
+    still delivered, signed and retried, after the key is destroyed."""
+    with transaction.atomic():
+        notices = recipients_notify(
+            subject=erasure.subject,
+            kind=NoticeKind.DELETION,
+            reference=notice_reference(erasure),
+            actor=Actor("system"),
+        )
+        audit_log(
+            actor=Actor("system"),
+            action="erasure.recipients_told",
+            obj=erasure,
+            data={"recipients": sorted(n.recipient_id for n in notices)},
+        )
+    return notices
 
 
 @transaction.atomic

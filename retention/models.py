@@ -80,6 +80,7 @@ class Erasure(models.Model):
         CANCELLATION = "cancellation", _("account cancellation")
         RETENTION = "retention", _("retention period ended")
         COMMAND = "command", _("staff command")
+        TERMINATION = "termination", _("service termination")
 
     subject = models.ForeignKey(DataSubject, on_delete=models.PROTECT, related_name="erasures")
     reference = models.CharField(_("reference"), max_length=40, db_index=True, help_text=_("the request"))
@@ -384,3 +385,64 @@ class ChildDataFinding(models.Model):
 
     def __str__(self) -> str:
         return f"finding {self.pk} ({self.subject})"
+
+
+class ServiceTermination(models.Model):
+    """The service stops operating (seed 000 §6): everyone is told, then after the stop date
+    every person's data is erased (retention.termination). One at a time."""
+
+    class Status(models.TextChoices):
+        ANNOUNCED = "announced", _("announced: notices being sent")
+        NOTIFIED = "notified", _("notified: waiting for the stop date")
+        ERASING = "erasing", _("erasing")
+        DONE = "done", _("done")
+        CANCELLED = "cancelled", _("cancelled")
+
+    status = models.CharField(_("status"), max_length=10, choices=Status.choices, default=Status.ANNOUNCED)
+    # True while announced, notified or erasing: the partial unique constraint allows one.
+    active = models.BooleanField(default=True, editable=False)
+    stop_on = models.DateField(_("the service stops on"), help_text=_("erasure starts on this day"))
+    notice_days = models.PositiveIntegerField(_("notice period (days)"))
+    reason = models.TextField(_("reason"), help_text=_("public: shown in the announcement and the e-mail"))
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    started_at = models.DateTimeField(_("started at"), auto_now_add=True)
+    notified_at = models.DateTimeField(_("notices sent at"), null=True, blank=True)
+    erasing_at = models.DateTimeField(_("erasure started at"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished at"), null=True, blank=True)
+    cancelled_at = models.DateTimeField(_("cancelled at"), null=True, blank=True)
+    cancelled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # The erasure walks subjects in id order: the last one handled, and a lease so two jobs
+    # never walk at once (a crashed one is taken over when its lease runs out).
+    subjects_after = models.BigIntegerField(default=0, editable=False)
+    lease_until = models.DateTimeField(null=True, blank=True, editable=False)
+    # Progress, recounted from the erasures at every batch (never incremented: a repeated
+    # batch does not count twice).
+    subjects_erased = models.PositiveIntegerField(_("people erased"), default=0)
+    subjects_held = models.PositiveIntegerField(_("people kept under a legal hold"), default=0)
+    subjects_remaining = models.PositiveIntegerField(_("people remaining"), default=0)
+    report = models.JSONField(_("final report"), default=dict, blank=True)
+
+    class Meta:
+        verbose_name = _("service termination")
+        verbose_name_plural = _("service terminations")
+        ordering = ["-started_at", "-id"]
+        permissions: ClassVar = [
+            ("start_termination", _("Can start or cancel the termination of the service"))
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["active"], condition=models.Q(active=True), name="termination_one_active"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"service termination {self.pk} ({self.stop_on})"
+
+    @property
+    def reference(self) -> str:
+        """The erasures' reference: each subject's erasure is found again by it."""
+        return f"TERMINATION-{self.pk}"

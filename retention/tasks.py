@@ -6,7 +6,7 @@ from celery import shared_task
 
 from core.jobs import singleton_job
 from core.outbox import OutboxTask
-from retention import backups, erasure, services
+from retention import backups, erasure, services, termination
 
 
 # Long erasures outlive the default time limit; the lease lets another worker take over a
@@ -39,3 +39,11 @@ def retention_sweep() -> str:
     rows = sum(int(u["rows"]) for u in run.counts.get("units", {}).values())
     found = run.counts.get("children", {}).get("found", 0)
     return f"sweep {run.pk}: {rows} rows; {found} new child finding(s); {overdue} hold(s) overdue for review"
+
+
+# Erases people one after another for up to termination.TIME_BUDGET_SECONDS; one person's large
+# erasure may run longer, so the limit is generous (the termination's lease covers a crash).
+@shared_task(name="retention.tasks.service_termination", time_limit=3600, soft_time_limit=3500)
+@singleton_job("service-termination", every=timedelta(seconds=60))
+def service_termination() -> str:
+    return termination.termination_step()
