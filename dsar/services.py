@@ -34,6 +34,7 @@ from accounts.services import subject_create, subject_find
 from core import crypto
 from core.audit import SYSTEM, Actor, audit_log
 from core.outbox import outbox_enqueue
+from dsar import documents
 from dsar import export as package
 from dsar.models import (
     CLOCK_RUNNING,
@@ -268,10 +269,21 @@ def document_check(upload: Any) -> tuple[str, str, bytes]:
         raise ValidationError({"documents": _("The file is empty.")})
     for magic, content_type in _SIGNATURES:
         if data.startswith(magic):
-            if content_type == "application/pdf" and (b"/JavaScript" in data or b"/JS" in data):
-                raise ValidationError({"documents": _("PDF files with scripts are not accepted.")})
+            if content_type == "application/pdf":
+                _pdf_check(data)
             return (str(getattr(upload, "name", "document"))[:200], content_type, data)
     raise ValidationError({"documents": _("Only PDF, JPEG and PNG files are accepted.")})
+
+
+def _pdf_check(data: bytes) -> None:
+    try:
+        active = documents.pdf_active_content(data)
+    except documents.TooLargeToCheck:
+        raise ValidationError({"documents": _("This PDF is too large to check once unpacked.")}) from None
+    if active is not None:
+        raise ValidationError(
+            {"documents": _("PDF files with scripts, attachments or other active content are not accepted.")}
+        )
 
 
 def _store_document(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+import zlib
 from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -366,3 +367,49 @@ def test_reminders_are_mailed_once_when_the_job_runs_twice_at_once_on_real_worke
     assert sum(one_left.reference in m for m in mails) == 1
     overdue_mail = next(m for m in mails if overdue.reference in m)
     assert agent.email in overdue_mail and dpo.email in overdue_mail
+
+
+def _objstm_pdf(objects: bytes, *, compress: bool = True) -> bytes:
+    body = zlib.compress(objects) if compress else objects
+    filters = b" /Filter /FlateDecode" if compress else b""
+    return (
+        b"%PDF-1.7\n1 0 obj\n<< /Type /ObjStm /N 1 /First 4"
+        + filters
+        + b" /Length %d >>\nstream\n" % len(body)
+        + body
+        + b"\nendstream\nendobj\n%%EOF\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"%PDF-1.7\n<< /OpenAction << /S /J#61vaScript /JS (app.alert(1)) >> >>", "active content"),
+        (b"%PDF-1.7\n<< /OpenAction << /S /Launch /F (cmd.exe) >> >>", "active content"),
+        (b"%PDF-1.7\n<< /Names << /EmbeddedFiles 3 0 R >> >>", "active content"),
+        (_objstm_pdf(b"2 0 << /S /JavaScript /JS (app.alert(1)) >>"), "active content"),
+        (_objstm_pdf(b"2 0 << /AcroForm << /XFA 5 0 R >> >>", compress=False), "active content"),
+        # A "PDF bomb": 64 MB of zeros in a few kilobytes; refused, never inflated whole.
+        (_objstm_pdf(b"\0" * (64 * 1024 * 1024)), "too large to check"),
+        # A zip bomb named like a PDF is not a PDF: refused by its content, never unpacked.
+        (b"PK\x03\x04" + zlib.compress(b"\0" * (8 * 1024 * 1024)), "Only PDF, JPEG and PNG"),
+        (b"%PDF-1.7\n" + b"0" * (5 * 1024 * 1024), "at most 5 MB"),
+    ],
+)
+def test_risky_documents_are_refused_with_a_message(content: bytes, message: str) -> None:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    with translation.override("en"), pytest.raises(ValidationError) as refused:
+        services.document_check(SimpleUploadedFile("proof.pdf", content))
+
+    assert message in str(refused.value)
+
+
+def test_an_ordinary_pdf_with_compressed_objects_is_accepted() -> None:
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    pdf = _objstm_pdf(b"2 0 << /Type /Page /MediaBox [0 0 595 842] /Contents 3 0 R >>")
+
+    name, content_type, data = services.document_check(SimpleUploadedFile("scan.pdf", pdf))
+
+    assert (name, content_type, data) == ("scan.pdf", "application/pdf", pdf)
