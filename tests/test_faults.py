@@ -37,6 +37,7 @@ from django.core import mail
 from django.db import connection, connections, transaction
 from django.test import Client
 from django.utils import timezone
+from kombu import pools as kombu_pools
 
 from accounts.models import User
 from config.celery import app as celery_app
@@ -129,8 +130,11 @@ def spare_redis(tmp_path: Path) -> Iterator[SpareRedis]:
 
 
 def _drop_broker_pools() -> None:
-    if celery_app._pool is not None:
-        celery_app._pool.force_close_all()
+    """Close and forget every broker connection this process holds. The app's pools live in
+    kombu's process-wide groups, keyed by connection: closing one without clearing the groups
+    would leave a closed pool for the next publish to the same broker ("Acquire on closed
+    pool" in every later test of the session)."""
+    kombu_pools.reset()
     celery_app._pool = None
     celery_app.amqp._producer_pool = None
 
