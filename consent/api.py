@@ -14,6 +14,7 @@ Bad input answers 400 with field messages, never 500.
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from datetime import datetime
@@ -21,7 +22,7 @@ from typing import Any, Final, cast
 
 from django.conf import settings
 from django.core.exceptions import ValidationError as DjangoValidationError
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.utils import timezone
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -39,9 +40,9 @@ from rest_framework.views import APIView
 
 from accounts.models import DataSubject, User
 from accounts.services import subject_for_user
-from consent import receipts, services
+from consent import apikeys, receipts, services
 from consent.apikeys import CONSENT_CHECK
-from consent.authentication import ApiKeyAuthentication, HasScope
+from consent.authentication import KEYWORD, ApiKeyAuthentication, HasScope
 from consent.models import ApiKey, ChangeKind, ConsentEvent, ConsentState, PolicyVersion, Purpose
 from consent.selectors import consent_check_now
 from core.audit import Actor
@@ -311,6 +312,14 @@ def _result(
     }
 
 
+def _within_limit(key: ApiKey) -> bool:
+    """Counts one consent-check call against the key's limit per minute."""
+    limit = settings.QUANYI_CONSENT_CHECK_RATE or CHECK_LIMIT
+    # A product calls this in bulk: spend the limit in batches of 1 % per process.
+    batch = max(1, limit // 100)
+    return not rate_limited("consent-check", key.prefix, limit=limit, window=CHECK_WINDOW, batch=batch)
+
+
 class ConsentCheckThrottle(BaseThrottle):
     """Per API key, in the shared cache (so the limit holds across processes)."""
 
@@ -318,10 +327,7 @@ class ConsentCheckThrottle(BaseThrottle):
         key = request.auth
         if not isinstance(key, ApiKey):
             return True
-        limit = settings.QUANYI_CONSENT_CHECK_RATE or CHECK_LIMIT
-        # A product calls this in bulk: spend the limit in batches of 1 % per process.
-        batch = max(1, limit // 100)
-        return not rate_limited("consent-check", key.prefix, limit=limit, window=CHECK_WINDOW, batch=batch)
+        return _within_limit(key)
 
     def wait(self) -> float:
         return float(CHECK_WINDOW)
@@ -499,6 +505,17 @@ class _ConsentCheckBase(APIView):
 
 
 class ConsentCheck(_ConsentCheckBase):
+    @classmethod
+    def as_view(cls, **initkwargs: Any) -> Any:
+        """DRF's view behind the common case's short path (`_answered_plainly`). The wrapper
+        keeps the view's attributes, so routing, CSRF exemption and the schema see DRF's."""
+        view = super().as_view(**initkwargs)
+
+        def consent_check(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+            return _answered_plainly(request) or view(request, *args, **kwargs)
+
+        return functools.update_wrapper(consent_check, view)
+
     @extend_schema(
         summary="May the product process this purpose for this subject?",
         description="Answers for now, or for the moment `at`: a withdrawal is not retroactive, so "
@@ -559,18 +576,51 @@ def _check_now(reference: str, pk: int, code: str) -> Response:
         return _not_found(UNKNOWN_SUBJECT)
     if found.decision is None:
         return _not_found(UNKNOWN_PURPOSE)
-    event = found.decision.event
-    return Response(
-        {
-            "subject": reference,
-            "purpose": code,
-            "at": _DATETIME.to_representation(timezone.now()),
-            "allowed": found.decision.allowed,
-            "reason": found.decision.reason,
-            "receipt_id": str(event.receipt_id) if event else None,
-            "event_at": _DATETIME.to_representation(event.occurred_at) if event else None,
-        }
+    return Response(_answer(reference, code, found.decision))
+
+
+def _answer(reference: str, code: str, decision: services.Decision) -> dict[str, Any]:
+    event = decision.event
+    return {
+        "subject": reference,
+        "purpose": code,
+        "at": _DATETIME.to_representation(timezone.now()),
+        "allowed": decision.allowed,
+        "reason": decision.reason,
+        "receipt_id": str(event.receipt_id) if event else None,
+        "event_at": _DATETIME.to_representation(event.occurred_at) if event else None,
+    }
+
+
+def _answered_plainly(request: HttpRequest) -> HttpResponse | None:
+    """The consent check's common case, answered without DRF's request, negotiation and
+    renderer machinery (a product asks it for every page it renders): a GET with a live key
+    holding the scope, under its limit, asking the plain "now" question of a subject and a
+    purpose that exist. It uses the same functions as the DRF path — authentication, scope,
+    limit, statement — and answers the same body; anything else (no or bad key, missing
+    scope, over the limit, `at`, malformed or unknown values) returns None and goes through
+    DRF, which words every refusal. A test holds both paths' answers equal."""
+    if request.method != "GET":
+        return None
+    keyword, _space, presented = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
+    plain = _plain_check(request.GET)
+    if keyword.lower() != KEYWORD.lower() or plain is None:
+        return None
+    key = apikeys.api_key_authenticate(presented=presented.strip())
+    if key is None or CONSENT_CHECK not in key.scopes:
+        return None
+    found = consent_check_now(subject_pk=plain[1], purpose_code=plain[2])
+    # Counted here, once: a question that falls through is counted by DRF's throttle instead.
+    if found.decision is None or not _within_limit(key):
+        return None
+    apikeys.api_key_touch(key=key)
+    response = JsonResponse(
+        _answer(plain[0], plain[2], found.decision),
+        json_dumps_params={"ensure_ascii": False, "separators": (",", ":")},
     )
+    response["Vary"] = "Accept"  # as DRF's negotiated responses say
+    response["Allow"] = "GET, OPTIONS"
+    return response
 
 
 def _not_found(reason: str) -> Response:

@@ -967,3 +967,53 @@ def test_the_check_survives_a_connection_that_died_between_requests() -> None:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
         assert cursor.fetchone()[0] != before
+
+
+@pytest.mark.parametrize("case", ["granted", "withdrawn", "nothing", "contract"])
+def test_the_short_path_answers_exactly_as_drf_does(case: str) -> None:
+    """The common question skips DRF's machinery (`_answered_plainly`); its answer must be
+    DRF's, byte for byte."""
+    user = _subject_user()
+    if case in ("granted", "withdrawn"):
+        _grant(user)
+    if case == "withdrawn":
+        _grant(user, action="withdraw")
+    code = SERVICE if case == "contract" else MARKETING
+    query = {"subject": _subject_of(user).reference, "purpose": code}
+    auth = _service()
+    view = api.ConsentCheck.as_view()
+
+    with time_machine.travel(timezone.now(), tick=False):
+        short = api._answered_plainly(RequestFactory().get(CHECK, query, **auth))
+        drf = view.__wrapped__(RequestFactory().get(CHECK, query, **auth))  # type: ignore[attr-defined]
+        drf.render()
+
+    assert short is not None
+    assert (short.status_code, short.content) == (drf.status_code, drf.content)
+    assert short["Content-Type"] == drf["Content-Type"]
+
+
+@pytest.mark.parametrize(
+    "trouble",
+    ["no key", "bad key", "no scope", "unknown subject", "unknown purpose", "at", "malformed"],
+)
+def test_anything_but_the_plain_question_falls_through_to_drf(trouble: str) -> None:
+    reference = _subject_of(_subject_user()).reference
+    query = {"subject": reference, "purpose": MARKETING}
+    auth = _service()
+    if trouble == "no key":
+        auth = {}
+    if trouble == "bad key":
+        auth = _auth("abcdefgh.not-the-secret")
+    if trouble == "no scope":
+        auth = _auth(apikeys.api_key_create(name="other", scopes=[])[1])
+    if trouble == "unknown subject":
+        query["subject"] = "DS-999999"
+    if trouble == "unknown purpose":
+        query["purpose"] = "no_such_purpose"
+    if trouble == "at":
+        query["at"] = timezone.now().isoformat()
+    if trouble == "malformed":
+        query["subject"] = "DS-" + "9" * 40
+
+    assert api._answered_plainly(RequestFactory().get(CHECK, query, **auth)) is None
