@@ -128,6 +128,7 @@ register(
         "kind",
         "policy",
         "incident",
+        "termination",
         "status",
         "targeted",
         "sent",

@@ -9,6 +9,7 @@ from retention.models import (
     ErasureStep,
     LegalHold,
     RetentionRule,
+    ServiceTermination,
     SweepCursor,
     SweepRun,
     Tombstone,
@@ -159,4 +160,31 @@ register(
     ChildDataFinding,
     subject="subject",
     not_personal=["id", "subject", "found_at", "resolved_at", "resolution", "resolved_by"],
+)
+register(
+    ServiceTermination,
+    subject="",
+    # The reason is the public announcement; the report lists people kept under a hold by
+    # their reference and the hold's ground only.
+    not_personal=[
+        "id",
+        "status",
+        "active",
+        "stop_on",
+        "notice_days",
+        "reason",
+        "started_by",
+        "started_at",
+        "notified_at",
+        "erasing_at",
+        "finished_at",
+        "cancelled_at",
+        "cancelled_by",
+        "subjects_after",
+        "lease_until",
+        "subjects_erased",
+        "subjects_held",
+        "subjects_remaining",
+        "report",
+    ],
 )

@@ -88,7 +88,17 @@ from dsar.models import (
     VerificationDocument,
 )
 from retention import services as retention_services
-from retention.models import Backup, ChildDataFinding, Erasure, LegalHold, RetentionRule, SweepRun, Tombstone
+from retention import termination
+from retention.models import (
+    Backup,
+    ChildDataFinding,
+    Erasure,
+    LegalHold,
+    RetentionRule,
+    ServiceTermination,
+    SweepRun,
+    Tombstone,
+)
 from tests import factories
 from tests.conftest import ALL
 
@@ -221,6 +231,10 @@ EXPECT: dict[str, Row] = {
         query=lambda w: f"a={w.policy.version}&b={w.policy.version}",
     ),
     "consent:incidents": Row("200 200 200 200 200 200 200", post="405 405 405 405 405 405 405"),
+    # The public announcement that the service stops (while one is under way).
+    "retention:termination": Row(
+        "200 200 200 200 200 200 200", post="405 405 405 405 405 405 405", setup=("termination",)
+    ),
     "consent:incident": Row(
         "200 200 200 200 200 200 200", post="405 405 405 405 405 405 405", kwargs=_pk("incident")
     ),
@@ -502,6 +516,8 @@ ADMIN_MODELS: dict[str, AdminModel] = {
     "retention.backup": AdminModel("backup", READERS),
     "retention.retentionrule": AdminModel("rule", STAFF, add=ONLY_DPO, change=ONLY_DPO),
     "retention.sweeprun": AdminModel("sweep", STAFF),
+    # Only the DPO starts it (a confirmation page follows the form); nobody edits or deletes it.
+    "retention.servicetermination": AdminModel("termination", STAFF, add=ONLY_DPO, actions=ONLY_DPO),
     # Every field is read-only (findings are closed by an action): an empty POST saves nothing.
     "retention.childdatafinding": AdminModel(
         "finding", STAFF, change=WORKERS, actions=WORKERS, empty_change_post="302"
@@ -842,6 +858,16 @@ class World:
     def campaign(self) -> NoticeCampaign:
         return campaigns.campaign_create(
             kind=NoticeCampaign.Kind.SECURITY_INCIDENT, actor=SYSTEM, incident=self.incident, start=False
+        )
+
+    @cached_property
+    def termination(self) -> ServiceTermination:
+        """The service stops in two months: announced, its notices not yet sent."""
+        return termination.termination_start(
+            actor=Actor.of(self.staff[DPO]),
+            stop_on=timezone.localdate() + timedelta(days=60),
+            reason="公司停止运营。",
+            user=self.staff[DPO],
         )
 
     @cached_property
