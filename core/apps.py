@@ -16,4 +16,4 @@ class CoreConfig(AppConfig):
 
         from core.sources import sources_check
 
-        checks.register(sources_check)
+        checks.register(sources_check, checks.Tags.database)

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 export DEBUG="${DEBUG:-true}"
 py=.venv/bin/python
 
-$py manage.py sample_product install   # the demo's product database (before checks read its map)
+$py manage.py sample_product install   # the demo's product database: the sample health app's tables
 $py manage.py migrate --noinput
 $py manage.py migrate --database keystore --noinput
 $py manage.py createcachetable

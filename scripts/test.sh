@@ -9,8 +9,10 @@ py=.venv/bin/python
 echo "== ruff"; $py -m ruff check . && $py -m ruff format --check .
 echo "== mypy"; $py -m mypy
 echo "== migrations"
-$py manage.py sample_product install >/dev/null  # the data-map check reads the product tables
 $py manage.py makemigrations --check --dry-run
+echo "== data maps"
+$py manage.py sample_product install >/dev/null
+$py manage.py check --database product
 echo "== pytest (database: ${DATABASE_URL:-sqlite}, broker: ${CELERY_BROKER_URL:-filesystem://})"
 set +e
 $py -m pytest "$@"

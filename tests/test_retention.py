@@ -204,7 +204,7 @@ def test_a_timestamp_that_is_not_a_column_fails_the_check(tmp_path: Any) -> None
     (tmp_path / "x.json").write_text(json.dumps(data), encoding="utf-8")
     with override_settings(QUANYI_SOURCES_DIR=tmp_path):
         sources.source_maps_reload()
-        messages = [m.msg for m in sources.sources_check()]
+        messages = [m.msg for m in sources.sources_check(databases=["product"])]
     sources.source_maps_reload()
     assert "x.json: column 'sent_on' does not exist in table 'messages' of database 'product'" in messages
 

@@ -135,10 +135,10 @@ def test_another_source_database_is_configuration_not_code(tmp_path: Path) -> No
         "CRM_DATABASE_URL": f"sqlite:///{tmp_path / 'crm.sqlite3'}",
         "QUANYI_SOURCES_DIR": str(tmp_path),
     }
-    result = _manage("check", **env)
+    result = _manage("check", "--database", "crm", **env)
     assert result.returncode != 0
     assert "crm.json: table 'contacts' does not exist in database 'crm'" in result.stderr
 
-    bad = _manage("check", **{**env, "QUANYI_SOURCE_DATABASES": "default"})
+    bad = _manage("check", "--database", "crm", **{**env, "QUANYI_SOURCE_DATABASES": "default"})
     assert bad.returncode == 2
     assert "QUANYI_SOURCE_DATABASES" in bad.stderr and "Traceback" not in bad.stderr
