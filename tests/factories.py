@@ -9,6 +9,8 @@ from django.contrib.auth.models import Group
 from accounts.models import DataSubject, User
 from accounts.services import subject_create
 from core.audit import SYSTEM
+from core.models import Recipient, RecipientKind, RecipientLegalBasis
+from core.recipients import recipient_save
 
 PASSWORD = "correct-horse-battery-9"
 
@@ -45,3 +47,38 @@ def subject(*, user: User | None = None, **fields: Any) -> DataSubject:
     }
     defaults.update(fields)
     return subject_create(actor=SYSTEM, user=user, **defaults)
+
+
+# The two recipients of the demo: a carrier told through a signed webhook, and a regulator
+# told by hand (staff confirm the notice).
+LOGISTICS_SECRET = "shunda-shared-secret-0123456789abcdef"
+
+
+def logistics_recipient(webhook_url: str) -> Recipient:
+    return recipient_save(
+        recipient=Recipient(
+            code="shunda",
+            name="顺达物流有限公司",
+            kind=RecipientKind.SHARED,
+            purpose="配送订单商品",
+            legal_basis=RecipientLegalBasis.CONTRACT,
+            categories=["orders_delivery"],
+            webhook_url=webhook_url,
+        ),
+        actor=SYSTEM,
+        webhook_secret=LOGISTICS_SECRET,
+    )
+
+
+def regulator_recipient() -> Recipient:
+    return recipient_save(
+        recipient=Recipient(
+            code="regulator",
+            name="卫生健康委员会",
+            kind=RecipientKind.DISCLOSED,
+            purpose="依法报送",
+            legal_basis=RecipientLegalBasis.LEGAL_DUTY,
+            categories=["health"],
+        ),
+        actor=SYSTEM,
+    )

@@ -21,12 +21,9 @@ from core.audit import SYSTEM, audit_verify
 from core.models import (
     AuditEntry,
     NoticeStatus,
-    Recipient,
-    RecipientKind,
-    RecipientLegalBasis,
     RecipientNotice,
 )
-from core.recipients import disclosure_record, notice_deliver, recipient_save
+from core.recipients import disclosure_record, notice_deliver
 from dsar import erasure, sample_product, services
 from dsar.models import DataSubjectRequest, RequestType, Status, VerificationMethod
 from retention.erasure import erasure_run
@@ -194,30 +191,8 @@ def test_erasing_leaves_nothing_of_the_subject_but_what_the_plan_kept(product: N
 def test_every_recipient_holding_the_subject_is_asked_to_delete_once(product: None, receiver: Any) -> None:
     subject, p = subject_with_data(1)
     other, _q = subject_with_data(2)
-    logistics = recipient_save(
-        recipient=Recipient(
-            code="shunda",
-            name="顺达物流有限公司",
-            kind=RecipientKind.SHARED,
-            purpose="配送订单商品",
-            legal_basis=RecipientLegalBasis.CONTRACT,
-            categories=["orders_delivery"],
-            webhook_url=receiver.url(),
-        ),
-        actor=SYSTEM,
-        webhook_secret="shunda-shared-secret-0123456789abcdef",
-    )
-    regulator = recipient_save(
-        recipient=Recipient(
-            code="regulator",
-            name="卫生健康委员会",
-            kind=RecipientKind.DISCLOSED,
-            purpose="依法报送",
-            legal_basis=RecipientLegalBasis.LEGAL_DUTY,
-            categories=["health"],
-        ),
-        actor=SYSTEM,
-    )
+    logistics = factories.logistics_recipient(receiver.url())
+    regulator = factories.regulator_recipient()
     for r in (logistics, regulator):
         disclosure_record(
             recipient=r, subject=subject, categories=r.categories, external_ref="C-1", actor=SYSTEM

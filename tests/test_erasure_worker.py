@@ -21,12 +21,9 @@ from core.audit import SYSTEM, audit_verify
 from core.models import (
     AuditEntry,
     NoticeStatus,
-    Recipient,
-    RecipientKind,
-    RecipientLegalBasis,
     RecipientNotice,
 )
-from core.recipients import REDISPATCH_AFTER, disclosure_record, notices_due_sweep, recipient_save
+from core.recipients import REDISPATCH_AFTER, disclosure_record, notices_due_sweep
 from dsar import erasure, sample_product, services
 from dsar.models import DataSubjectRequest, RequestType, Status, VerificationMethod
 from retention.erasure import erasures_resume
@@ -69,19 +66,7 @@ def people() -> list[sample_product.Person]:
 def test_a_killed_worker_leaves_every_subject_erased_exactly_once(
     product: None, receiver: Receiver, own_queue: str, tmp_path: Path
 ) -> None:
-    logistics = recipient_save(
-        recipient=Recipient(
-            code="shunda",
-            name="顺达物流有限公司",
-            kind=RecipientKind.SHARED,
-            purpose="配送订单商品",
-            legal_basis=RecipientLegalBasis.CONTRACT,
-            categories=["orders_delivery"],
-            webhook_url=receiver.url(),
-        ),
-        actor=SYSTEM,
-        webhook_secret="shunda-shared-secret-0123456789abcdef",
-    )
+    logistics = factories.logistics_recipient(receiver.url())
     plans: dict[str, Erasure] = {}
     for p in people():
         subject = factories.subject(email=p.email, phone=p.phone, id_number=p.id_number, full_name=p.name)

@@ -49,7 +49,7 @@ from tests import factories
 from tests.conftest import ALL, Worker, wait_for
 from tests.receiver import Receiver
 
-SECRET = "shunda-shared-secret-0123456789abcdef"
+SECRET = factories.LOGISTICS_SECRET
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 T0 = datetime(2026, 3, 2, 10, 0, tzinfo=SHANGHAI)
 EXTERNAL_REF = "SD-CUST-20240711-0381"

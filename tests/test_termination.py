@@ -41,11 +41,9 @@ from core.models import (
     JobState,
     NoticeStatus,
     Recipient,
-    RecipientKind,
-    RecipientLegalBasis,
     RecipientNotice,
 )
-from core.recipients import disclosure_record, notice_deliver, recipient_save
+from core.recipients import disclosure_record, notice_deliver
 from dsar import sample_product, services
 from dsar.cancellation import cancellation_schedule, cancellations_sweep
 from dsar.erasure import request_erasure_confirm, request_erasure_plan, run_erasure
@@ -665,30 +663,8 @@ def test_a_worker_killed_while_erasing_leaves_everyone_erased_exactly_once_after
 
 
 def recipients(receiver: Receiver) -> tuple[Recipient, Recipient]:
-    webhook = recipient_save(
-        recipient=Recipient(
-            code="shunda",
-            name="顺达物流有限公司",
-            kind=RecipientKind.SHARED,
-            purpose="配送订单商品",
-            legal_basis=RecipientLegalBasis.CONTRACT,
-            categories=["orders_delivery"],
-            webhook_url=receiver.url(),
-        ),
-        actor=SYSTEM,
-        webhook_secret="shunda-shared-secret-0123456789abcdef",
-    )
-    manual = recipient_save(
-        recipient=Recipient(
-            code="regulator",
-            name="卫生健康委员会",
-            kind=RecipientKind.DISCLOSED,
-            purpose="依法报送",
-            legal_basis=RecipientLegalBasis.LEGAL_DUTY,
-            categories=["health"],
-        ),
-        actor=SYSTEM,
-    )
+    webhook = factories.logistics_recipient(receiver.url())
+    manual = factories.regulator_recipient()
     return webhook, manual
 
 
