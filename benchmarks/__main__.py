@@ -22,6 +22,9 @@ def main(argv: list[str]) -> int:
     from django.conf import settings
     from django.test.utils import get_runner
 
+    # Measured as production runs: with DEBUG on, every statement would also be formatted
+    # and kept in the connection's query log (the .env of a development checkout turns it on).
+    settings.DEBUG = False
     runner = get_runner(settings)(verbosity=0, interactive=False)
     old = runner.setup_databases()
     from dsar import sample_product
