@@ -66,6 +66,10 @@ def _db(name: str, default: str) -> dict[str, Any]:
     return config
 
 
+# The consent check's hot-path statements are prepared once per PostgreSQL connection (core.db).
+# Off behind a transaction pooler that cannot keep prepared statements (PgBouncer < 1.21).
+QUANYI_DB_PREPARED_STATEMENTS = env.bool("QUANYI_DB_PREPARED_STATEMENTS", default=True)
+
 # --- Core ------------------------------------------------------------------------------
 DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = _require("SECRET_KEY", "dev-only-insecure-key-not-for-production-use-0123456789abcdef")

@@ -6,6 +6,7 @@ from functools import cache, cached_property
 from typing import Any, TypeVar, cast
 
 import psycopg
+from django.conf import settings
 from django.db import InterfaceError, OperationalError, connections
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.models import Field, Model
@@ -85,12 +86,22 @@ def fetch_one(sql: str, params: Sequence[Any], alias: str = "default") -> tuple[
     return _fetch_one(connection, sql, params)
 
 
+# Django opens psycopg connections with prepared statements switched off (prepare_threshold
+# None, for transaction poolers), and then psycopg ignores `prepare=True` too. A threshold no
+# statement reaches keeps psycopg from preparing anything by itself while the hot-path
+# statements that ask for it are prepared: a few per connection, by their text.
+NEVER_BY_COUNT = 2**31
+
+
 def _fetch_one(connection: BaseDatabaseWrapper, sql: str, params: Sequence[Any]) -> tuple[Any, ...] | None:
     with connection.cursor() as cursor:
-        if connection.vendor != "postgresql":
+        if connection.vendor != "postgresql" or not settings.QUANYI_DB_PREPARED_STATEMENTS:
             cursor.execute(sql, params)
             return cast("tuple[Any, ...] | None", cursor.fetchone())
-        with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as prepared:
+        raw = connection.connection
+        if raw.prepare_threshold is None:
+            raw.prepare_threshold = NEVER_BY_COUNT
+        with connection.wrap_database_errors, psycopg.Cursor(raw) as prepared:
             prepared.execute(sql, params, prepare=True)
             return prepared.fetchone()
 

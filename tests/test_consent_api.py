@@ -969,6 +969,37 @@ def test_the_check_survives_a_connection_that_died_between_requests() -> None:
         assert cursor.fetchone()[0] != before
 
 
+@pytest.mark.django_db(databases=ALL)
+@pytest.mark.parametrize("enabled", [True, False])
+def test_only_the_hot_path_statements_are_prepared(settings: Any, enabled: bool) -> None:
+    """Django opens PostgreSQL connections with prepared statements off, which also silences
+    psycopg's `prepare=True`: the check's statement must really be prepared (planning its join
+    cost more than running it) — and the API key's lookup — and nothing else, however often it
+    runs."""
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("prepared statements are PostgreSQL's")
+    settings.QUANYI_DB_PREPARED_STATEMENTS = enabled
+    user = _subject_user()
+    _grant(user)
+    query = {"subject": _subject_of(user).reference, "purpose": MARKETING}
+    auth = _service()
+    for _ in range(8):
+        assert Client().get(CHECK, query, **auth).json()["allowed"] is True
+        assert DataSubject.objects.filter(pk=_subject_of(user).pk).exists()  # an ORM statement
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement FROM pg_prepared_statements")
+        prepared = [row[0] for row in cursor.fetchall()]
+    if not enabled:
+        assert prepared == []
+        return
+    # The API key's lookup (when not cached) and the check itself.
+    assert len(prepared) == 2, prepared
+    assert {"consent_apikey" in p for p in prepared} == {True, False}
+    assert any("consent_consentstate" in p for p in prepared)
+
+
 @pytest.mark.parametrize("case", ["granted", "withdrawn", "nothing", "contract"])
 def test_the_short_path_answers_exactly_as_drf_does(case: str) -> None:
     """The common question skips DRF's machinery (`_answered_plainly`); its answer must be
