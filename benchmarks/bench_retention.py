@@ -164,7 +164,7 @@ def run() -> list[dict[str, object]]:
     t_ours = t_base = float("inf")
     for rep in range(3):
         # Each side goes first in turn, on freshly filled tables.
-        for side in (("ours", "base") if rep % 2 == 0 else ("base", "ours")):
+        for side in ("ours", "base") if rep % 2 == 0 else ("base", "ours"):
             _prepare(expired)
             if side == "ours":
                 t_ours = min(t_ours, _ours(expired))

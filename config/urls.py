@@ -17,11 +17,13 @@ admin.site.site_title = "Quanyi"
 handler404 = core_views.not_found
 
 urlpatterns = [
+    # The API first: the consent check is answered for every page the product renders, and
+    # the includes with an empty prefix below would otherwise each be tried before it.
+    path("api/v1/", include("consent.api_urls")),
+    path("api/v1/", include("dsar.api_urls")),
     path("", include("accounts.urls")),
     path("account/cancel/", include("dsar.cancellation_urls")),
     path("requests/", include("dsar.urls")),
-    path("api/v1/", include("dsar.api_urls")),
-    path("api/v1/", include("consent.api_urls")),
     path("", include("consent.urls")),
     path("", include("retention.urls")),
     path("accounts/", include("allauth.urls")),
