@@ -49,36 +49,38 @@ def subject(*, user: User | None = None, **fields: Any) -> DataSubject:
     return subject_create(actor=SYSTEM, user=user, **defaults)
 
 
-# The two recipients of the demo: a carrier told through a signed webhook, and a regulator
-# told by hand (staff confirm the notice).
+# Recipients of personal data: by default the demo's carrier (顺达), told by signed webhook when
+# given a URL; the demo's regulator is told by hand (staff confirm the notice).
 LOGISTICS_SECRET = "shunda-shared-secret-0123456789abcdef"
 
 
-def logistics_recipient(webhook_url: str) -> Recipient:
+def recipient(*, webhook_url: str = "", secret: str = LOGISTICS_SECRET, **fields: Any) -> Recipient:
+    values: dict[str, Any] = {
+        "code": "shunda",
+        "name": "顺达物流有限公司",
+        "kind": RecipientKind.SHARED,
+        "purpose": "配送订单商品",
+        "legal_basis": RecipientLegalBasis.CONTRACT,
+        "categories": ["orders_delivery"],
+    }
+    values.update(fields)
     return recipient_save(
-        recipient=Recipient(
-            code="shunda",
-            name="顺达物流有限公司",
-            kind=RecipientKind.SHARED,
-            purpose="配送订单商品",
-            legal_basis=RecipientLegalBasis.CONTRACT,
-            categories=["orders_delivery"],
-            webhook_url=webhook_url,
-        ),
+        recipient=Recipient(webhook_url=webhook_url, **values),
         actor=SYSTEM,
-        webhook_secret=LOGISTICS_SECRET,
+        webhook_secret=secret if webhook_url else None,
     )
 
 
+def logistics_recipient(webhook_url: str) -> Recipient:
+    return recipient(webhook_url=webhook_url)
+
+
 def regulator_recipient() -> Recipient:
-    return recipient_save(
-        recipient=Recipient(
-            code="regulator",
-            name="卫生健康委员会",
-            kind=RecipientKind.DISCLOSED,
-            purpose="依法报送",
-            legal_basis=RecipientLegalBasis.LEGAL_DUTY,
-            categories=["health"],
-        ),
-        actor=SYSTEM,
+    return recipient(
+        code="regulator",
+        name="卫生健康委员会",
+        kind=RecipientKind.DISCLOSED,
+        purpose="依法报送",
+        legal_basis=RecipientLegalBasis.LEGAL_DUTY,
+        categories=["health"],
     )

@@ -221,22 +221,14 @@ def test_no_published_policy_means_no_consent_can_be_recorded() -> None:
 
 
 def test_withdrawing_tells_the_recipients_the_purpose_shares_with_once(marketing: Purpose) -> None:
-    from core.models import NoticeKind, Recipient, RecipientKind, RecipientLegalBasis, RecipientNotice
-    from core.recipients import disclosure_record, recipient_save
+    from core.models import NoticeKind, RecipientKind, RecipientNotice
+    from core.recipients import disclosure_record
 
     subject = factories.subject(email="li@example.cn")
     made = {}
     for code in ("xintong", "cloud"):
-        made[code] = recipient_save(
-            recipient=Recipient(
-                code=code,
-                name=code,
-                kind=RecipientKind.ENTRUSTED,
-                purpose="推送",
-                legal_basis=RecipientLegalBasis.CONTRACT,
-                categories=["contact"],
-            ),
-            actor=SYSTEM,
+        made[code] = factories.recipient(
+            code=code, name=code, kind=RecipientKind.ENTRUSTED, purpose="推送", categories=["contact"]
         )
         disclosure_record(
             recipient=made[code], subject=subject, categories=["contact"], external_ref="x-1", actor=SYSTEM

@@ -884,23 +884,13 @@ def test_recipients_are_told_after_an_applied_value_is_committed(
 def test_recipients_holding_the_category_get_a_correction_notice_with_the_new_value(
     zhang: User, agent: User, django_capture_on_commit_callbacks: Any
 ) -> None:
-    from core.models import NoticeKind, Recipient, RecipientKind, RecipientLegalBasis, RecipientNotice
-    from core.recipients import disclosure_record, notice_personal, recipient_save
+    from core.models import NoticeKind, RecipientNotice
+    from core.recipients import disclosure_record, notice_personal
 
     subject = subject_of(zhang)
     made = {}
     for code, categories in (("shunda", ["orders_delivery"]), ("pay", ["payment_status"])):
-        made[code] = recipient_save(
-            recipient=Recipient(
-                code=code,
-                name=code,
-                kind=RecipientKind.SHARED,
-                purpose="配送",
-                legal_basis=RecipientLegalBasis.CONTRACT,
-                categories=categories,
-            ),
-            actor=Actor("system"),
-        )
+        made[code] = factories.recipient(code=code, name=code, purpose="配送", categories=categories)
         disclosure_record(
             recipient=made[code],
             subject=subject,

@@ -247,22 +247,12 @@ def test_the_package_holds_every_category_the_subject_has_and_never_anyone_elses
 
 def test_the_package_names_every_recipient_of_the_disclosure_register(product: None) -> None:
     from core.audit import SYSTEM
-    from core.models import Recipient, RecipientKind, RecipientLegalBasis
-    from core.recipients import disclosure_record, recipient_save
+    from core.recipients import disclosure_record
 
     sample_product.demo_load([ZHANG])
     user = person_user(ZHANG)
-    carrier = recipient_save(
-        recipient=Recipient(
-            code="shunda",
-            name="顺达物流有限公司",
-            kind=RecipientKind.SHARED,
-            purpose="配送订单商品",
-            legal_basis=RecipientLegalBasis.CONTRACT,
-            categories=["orders_delivery", "contact"],
-            contact_email="privacy@shunda.example.cn",
-        ),
-        actor=SYSTEM,
+    carrier = factories.recipient(
+        categories=["orders_delivery", "contact"], contact_email="privacy@shunda.example.cn"
     )
     disclosure_record(
         recipient=carrier,

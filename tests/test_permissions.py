@@ -73,7 +73,7 @@ from consent.models import (
 )
 from core.audit import SYSTEM, Actor
 from core.models import AuditEntry, JobState, OutboxMessage, Recipient, RecipientNotice
-from core.recipients import disclosure_record, recipient_save, recipients_notify
+from core.recipients import disclosure_record, recipients_notify
 from dsar import cancellation, corrections
 from dsar import erasure as dsar_erasure
 from dsar import services as dsar_services
@@ -878,17 +878,7 @@ class World:
 
     @cached_property
     def recipient(self) -> Recipient:
-        return recipient_save(
-            recipient=Recipient(
-                code="shunda-logistics",
-                name="顺达物流有限公司",
-                kind="shared",
-                purpose="配送订单商品",
-                legal_basis="contract",
-                categories=["contact"],
-            ),
-            actor=SYSTEM,
-        )
+        return factories.recipient(code="shunda-logistics", categories=["contact"])
 
     @cached_property
     def disclosure(self) -> Any:
