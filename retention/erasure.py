@@ -29,7 +29,7 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
@@ -218,11 +218,35 @@ def erasure_replan(*, erasure: Erasure, actor: Actor) -> Erasure:
     return erasure
 
 
+class ErasureBusy(ValidationError):
+    """Another erasure of the same person is confirmed or running: it erases the same data."""
+
+
+def _not_busy(erasure: Erasure) -> None:
+    other = (
+        Erasure.objects.filter(
+            subject_id=erasure.subject_id, status__in=[Erasure.Status.CONFIRMED, Erasure.Status.RUNNING]
+        )
+        .exclude(pk=erasure.pk)
+        .first()
+    )
+    if other is not None:
+        raise ErasureBusy(
+            gettext_lazy(
+                "Another erasure of this person (%(reference)s) is under way and erases the same data; "
+                "wait for it to finish."
+            ),
+            params={"reference": other.reference},
+        )
+
+
 @transaction.atomic
 def erasure_confirm(
     *, erasure: Erasure, actor: Actor, confirmed_by: Any = None, enqueue: bool = True
 ) -> Erasure:
-    """Confirm a plan and queue its execution. Refused while a hold blocks it. `enqueue=False`
+    """Confirm a plan and queue its execution. Refused while a hold blocks it, and while
+    another erasure of the same person is confirmed or running (ErasureBusy; the database
+    holds it too). `enqueue=False`
     when the caller runs it at once itself (a staff command); if that caller dies, the
     erasures-resume sweep queues it like any confirmed erasure nobody is running."""
     if erasure.status != Erasure.Status.PLANNED:
@@ -244,9 +268,15 @@ def erasure_confirm(
         held_now & {col["category"] for col in item["columns"]} for item in erasure.plan.get("items", [])
     ):
         raise ValidationError(_("A legal hold was added since this plan was made; rebuild the plan."))
-    claimed = Erasure.objects.filter(pk=erasure.pk, status=Erasure.Status.PLANNED).update(
-        status=Erasure.Status.CONFIRMED, confirmed_at=timezone.now(), confirmed_by=confirmed_by
-    )
+    _not_busy(erasure)
+    try:
+        with transaction.atomic():  # a savepoint: a refused claim leaves the caller's transaction usable
+            claimed = Erasure.objects.filter(pk=erasure.pk, status=Erasure.Status.PLANNED).update(
+                status=Erasure.Status.CONFIRMED, confirmed_at=timezone.now(), confirmed_by=confirmed_by
+            )
+    except IntegrityError:  # another erasure of this person was confirmed a moment ago
+        _not_busy(erasure)
+        raise
     if not claimed:
         erasure.refresh_from_db()
         return erasure

@@ -114,6 +114,15 @@ class Erasure(models.Model):
         verbose_name_plural = _("erasures")
         permissions: ClassVar = [("confirm_erasure", _("Can confirm an erasure plan"))]
         indexes = [models.Index(fields=["status", "lease_until"], name="erasure_status_lease")]
+        constraints: ClassVar = [
+            # One erasure of a person at a time (a deletion request's, the service
+            # termination's...): two at once would tell each recipient twice.
+            models.UniqueConstraint(
+                fields=["subject"],
+                condition=models.Q(status__in=["confirmed", "running"]),
+                name="erasure_one_active_per_subject",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"erasure {self.pk} ({self.reference})"

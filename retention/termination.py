@@ -49,7 +49,14 @@ from consent.campaigns import RUNNING as CAMPAIGN_RUNNING
 from consent.campaigns import campaign_cancel, campaign_create, reachable_subjects
 from consent.models import NoticeCampaign
 from core.audit import SYSTEM, Actor, audit_log
-from retention.erasure import erasure_confirm, erasure_plan, erasure_replan, erasure_run, holds_active
+from retention.erasure import (
+    ErasureBusy,
+    erasure_confirm,
+    erasure_plan,
+    erasure_replan,
+    erasure_run,
+    holds_active,
+)
 from retention.models import Erasure, ServiceTermination
 
 log = logging.getLogger(__name__)
@@ -334,6 +341,8 @@ def _erase_one(termination: ServiceTermination, subject_id: int) -> str:
             return "held"
         try:
             erasure = erasure_confirm(erasure=erasure, actor=SYSTEM, enqueue=False)
+        except ErasureBusy:  # their own erasure was confirmed since the check above
+            return "busy"
         except ValidationError:  # a hold was placed or released since the plan was made
             erasure = erasure_replan(erasure=erasure, actor=SYSTEM)
             if erasure.plan.get("blocked"):

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from django.core import mail
 from django.core.exceptions import ValidationError
-from django.db import connections
+from django.db import IntegrityError, connections, transaction
 from django.test import Client
 from django.urls import reverse
 from django.utils import timezone, translation
@@ -26,7 +26,7 @@ from core.models import (
 from core.recipients import disclosure_record, notice_deliver
 from dsar import erasure, sample_product, services
 from dsar.models import DataSubjectRequest, RequestType, Status, VerificationMethod
-from retention.erasure import erasure_run
+from retention.erasure import ErasureBusy, erasure_confirm, erasure_plan, erasure_run
 from retention.models import Erasure, ErasureStep, HoldGround, Tombstone
 from retention.services import hold_place
 from tests import factories
@@ -308,6 +308,32 @@ def test_a_hold_on_the_subject_blocks_the_erasure(product: None) -> None:
     assert plan.status == Erasure.Status.PLANNED
     assert product_rows("devices", patient_id=patient_id_of(p)) != []
     assert not crypto.subject_key_is_destroyed(subject.key_id)
+
+
+def test_one_erasure_of_a_person_at_a_time(product: None) -> None:
+    """A second erasure of the same person (the service termination's while a deletion
+    request's runs, say) is refused until the first has finished: both would ask each
+    recipient to delete. The database holds it too, for two confirmations at the same moment."""
+    subject, _p = subject_with_data(1)
+    request = deletion_request(subject)
+    first = erasure.request_erasure_plan(request=request, actor=SYSTEM)
+    second = erasure_plan(
+        subject=subject, actor=SYSTEM, reference="TERMINATION-1", origin=Erasure.Origin.TERMINATION
+    )
+    erasure.request_erasure_confirm(request=request, actor=SYSTEM, enqueue=False)
+
+    with translation.override("en"), pytest.raises(ErasureBusy, match=request.reference):
+        erasure_confirm(erasure=second, actor=SYSTEM, enqueue=False)
+    second.refresh_from_db()
+    assert second.status == Erasure.Status.PLANNED
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Erasure.objects.filter(pk=second.pk).update(status=Erasure.Status.RUNNING)
+
+    assert erasure.run_erasure(erasure_id=first.pk) == "done"
+    # Once the first is done, the second may go ahead (it finds nothing left to erase).
+    erasure_confirm(erasure=second, actor=SYSTEM, enqueue=False)
+    second.refresh_from_db()
+    assert second.status == Erasure.Status.CONFIRMED
 
 
 def test_a_hold_on_a_category_keeps_every_table_holding_it(product: None) -> None:
