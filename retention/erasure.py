@@ -246,9 +246,9 @@ def erasure_confirm(
 ) -> Erasure:
     """Confirm a plan and queue its execution. Refused while a hold blocks it, and while
     another erasure of the same person is confirmed or running (ErasureBusy; the database
-    holds it too). `enqueue=False`
-    when the caller runs it at once itself (a staff command); if that caller dies, the
-    erasures-resume sweep queues it like any confirmed erasure nobody is running."""
+    holds it too). `enqueue=False` when the caller runs it at once itself (a staff command);
+    if that caller dies, the erasures-resume sweep queues it like any confirmed erasure
+    nobody is running."""
     if erasure.status != Erasure.Status.PLANNED:
         if erasure.status in (Erasure.Status.CONFIRMED, Erasure.Status.RUNNING, Erasure.Status.DONE):
             return erasure  # already confirmed: harmless
